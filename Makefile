@@ -1,0 +1,27 @@
+# `make demo` and `make test` each create or refresh .venv, install the project, and run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,plot]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples datasets
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/allpairs_vectors.py
+	$(PY) benchmarks/allpairs_executable.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,0 +1,371 @@
+"""What All-Pairs and Map share: a result array with one axis per set, cut into blocks.
+
+`Grid` validates the sets and F, measures F on a small probe block through the
+engine that will run the work, chooses the block shape with the model, builds
+one task per block, and places each finished block into the sink, reporting
+per-cell failures by element name. Subclasses only say how many sets there are
+and how a cell is described.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..engines import Engine, make_engine
+from ..errors import Failure, TaskFailures, UsageError
+from ..functions import Function, resolve_function
+from ..graph import File, PythonTask, Task, TaskGraph, TaskResult
+from ..models.allpairs import Resources, cells_per_task, choose_block
+from ..progress import progress_bar
+from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
+from ..sets import ElementSet, load_set
+from ..storage import Sink, check_writable, fill_value, open_sink, output_kind, to_numeric
+
+Key = tuple[int, ...]
+#: Probe blocks of a vectorised kernel: large enough to time it at speed.
+KERNEL_PROBE = 256
+#: A per-cell probe grows until it has taken about this long.
+PROBE_SECONDS = 0.2
+
+
+class Grid:
+    """An abstraction whose result has one axis per set (Map: 1, All-Pairs: 2)."""
+
+    prefixes = ("a", "b")
+
+    def __init__(
+        self,
+        sets: Sequence[ElementSet],
+        F: Any,
+        *,
+        extra_args: Sequence[str] = (),
+        extra_files: Sequence[str | Path] = (),
+        block: int | Sequence[int] | None = None,
+        seconds_per_cell: float | None = None,
+        symmetric: bool = False,
+        vectorized: bool = False,
+        dtype: Any = None,
+    ) -> None:
+        self.sets = list(sets)
+        self.function: Function = resolve_function(F, extra_args, vectorized)
+        self.extra_files = [_checked_extra_file(p) for p in extra_files]
+        self.symmetric = symmetric
+        self.seconds_per_cell = _positive(seconds_per_cell, "seconds per cell (-t)", float)
+        self.block = self._checked_block(block)
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self._check_function_fits_sets()
+
+    # -- validation ------------------------------------------------------
+    def _checked_block(self, block: int | Sequence[int] | None) -> Key | None:
+        if block is None:
+            return None
+        sizes = (block,) * len(self.sets) if isinstance(block, int) else tuple(block)
+        if len(sizes) != len(self.sets):
+            raise UsageError(f"block needs {len(self.sets)} sizes, got {len(sizes)}")
+        checked = tuple(
+            min(_positive(b, "block size", int), len(s)) for b, s in zip(sizes, self.sets)
+        )
+        if self.symmetric and checked[0] != checked[1]:
+            raise UsageError("--symmetric needs square blocks (-x equal to -y)")
+        return checked
+
+    def _check_function_fits_sets(self) -> None:
+        f = self.function
+        for s in self.sets:
+            if f.kind == "executable" and not s.is_files:
+                raise UsageError(f"{s.label}: an executable F needs files, but this set is "
+                                 "an array; save its rows to files or use a Python F")
+            if f.builtin is not None and f.builtin.on_files and not s.is_files:
+                raise UsageError(f"{s.label}: {f.name} compares files, but this set is an array")
+        if f.kind in ("builtin", "block") and not (f.builtin and f.builtin.on_files):
+            widths = {s.width if not s.is_files else None for s in self.sets} - {None}
+            if len(widths) > 1:
+                raise UsageError(f"the sets' vectors differ in length ({sorted(widths)}); "
+                                 f"{f.name} needs equal lengths")
+
+    # -- planning --------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(s) for s in self.sets)
+
+    def choose_block(self, engine: Engine) -> Key:
+        """The block shape: the user's, or the model's from F's measured time."""
+        if self.block is not None:
+            return self.block
+        t = self.seconds_per_cell or self.measure(engine)
+        res = Resources(engine.slots, engine.dispatch_latency)
+        if len(self.sets) == 2:
+            return choose_block(*self.shape, t, res, symmetric=self.symmetric)
+        return (cells_per_task(math.prod(self.shape), t, res),)
+
+    def measure(self, engine: Engine) -> float:
+        """Seconds per cell of F, timed on small blocks run by `engine` itself."""
+        if self.function.kind in ("builtin", "block"):
+            sides = [KERNEL_PROBE] * len(self.sets)
+            return self._time_probe(engine, sides) or 1e-6
+        side, t = 1, 0.0
+        while True:
+            sides = [min(side, n) for n in self.shape]
+            measured = self._time_probe(engine, sides)
+            if measured is None:
+                return t or 1e-3
+            t = measured
+            if t * math.prod(sides) >= PROBE_SECONDS / 4 or sides == list(self.shape) or side >= 16:
+                return t
+            side = min(16, max(side + 1, math.isqrt(max(1, int(PROBE_SECONDS / t)))))
+
+    def _time_probe(self, engine: Engine, sides: Sequence[int]) -> float | None:
+        sides = [min(s, n) for s, n in zip(sides, self.shape)]
+        task = self.task(tuple(0 for _ in sides), tuple(sides), probe=True)
+        graph = TaskGraph()
+        graph.add(task)
+        timing: list[float] = []
+        engine.run(graph, lambda _t, r: timing.append(r.elapsed), retries=0)
+        return timing[0] / math.prod(sides) if timing else None
+
+    def grid(self, block: Key) -> Key:
+        return tuple(math.ceil(n / b) for n, b in zip(self.shape, block))
+
+    def keys(self, block: Key) -> list[Key]:
+        keys = itertools.product(*(range(g) for g in self.grid(block)))
+        if self.symmetric:
+            return [k for k in keys if k[0] <= k[1]]
+        return list(keys)
+
+    def bounds(self, key: Key, block: Key) -> list[tuple[int, int]]:
+        return [(k * b, min(n, (k + 1) * b)) for k, b, n in zip(key, block, self.shape)]
+
+    def task(self, key: Key, block: Key, probe: bool = False) -> PythonTask:
+        """One task computing the cells of block `key`."""
+        f = self.function
+        inputs: list[File] = [File(p, p.name) for p in self.extra_files]
+        axes = []
+        for k, (s, (lo, hi)) in enumerate(zip(self.sets, self.bounds(key, block))):
+            axes.append(self._axis(s, lo, hi, self.prefixes[k], inputs))
+        cells = None
+        if self.symmetric and key[0] == key[1] and not probe and f.kind in ("executable", "callable"):
+            n = len(axes[0])
+            cells = [(i, j) for i in range(n) for j in range(i, n)]
+        if f.kind == "executable":
+            program = f.executable
+            if f.ship:
+                inputs.append(File(Path(f.executable), Path(f.executable).name))
+                program = "./" + Path(f.executable).name
+            fn, args, gil_free = exec_cells, ([program, *f.extra_args], axes, cells), True
+        elif f.kind == "callable":
+            fn, args, gil_free = call_cells, (f.pickled, axes, cells), False
+        elif f.kind == "block":
+            fn, args, gil_free = run_kernel, (f.pickled, axes), False
+        else:
+            assert f.builtin is not None
+            fn, args, gil_free = run_kernel, (f.builtin.name, axes, f.builtin.on_files), True
+        return PythonTask(fn=fn, args=args, gil_free=gil_free, inputs=_unique(inputs), tag=key)
+
+    def _axis(self, s: ElementSet, lo: int, hi: int, prefix: str, inputs: list[File]) -> Axis:
+        if s.paths is not None:
+            names = []
+            for i in range(lo, hi):
+                name = sandbox_name(prefix, i, s.paths[i])
+                inputs.append(File(s.paths[i], name))
+                names.append(name)
+            return Axis(files=names)
+        if s.dataset:  # rows stay in their HDF5 file, which travels as a (cached) input
+            remote = f"{prefix}_{Path(s.source).name}"
+            inputs.append(File(Path(s.source), remote))
+            return Axis(source=remote, dataset=s.dataset, start=lo, stop=hi)
+        return Axis(rows=s.rows(lo, hi))
+
+    def plan(self, block: Key, skip: set[Key] = frozenset()) -> TaskGraph:
+        graph = TaskGraph()
+        for key in self.keys(block):
+            if key not in skip:
+                graph.add(self.task(key, block))
+        return graph
+
+    # -- running ---------------------------------------------------------
+    def describe_cell(self, index: Sequence[int]) -> str:
+        names = [s.names[i] for s, i in zip(self.sets, index)]
+        return f"cell ({', '.join(names)})"
+
+    def describe_block(self, key: Key, block: Key) -> str:
+        parts = []
+        for s, (lo, hi) in zip(self.sets, self.bounds(key, block)):
+            parts.append(s.names[lo] if hi - lo == 1 else f"{s.names[lo]}..{s.names[hi - 1]}")
+        return f"block ({' × '.join(parts)})"
+
+    def cells_in(self, key: Key, block: Key) -> int:
+        sizes = [hi - lo for lo, hi in self.bounds(key, block)]
+        if self.symmetric and key[0] == key[1]:
+            return sizes[0] * (sizes[0] + 1) // 2
+        return math.prod(sizes)
+
+    def result_dtype(self, output: str | Path | None) -> np.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        if self.function.builtin is not None:
+            return np.dtype(self.function.builtin.dtype)
+        text = output is not None and (str(output) == "-" or output_kind(output) == "txt")
+        return np.dtype(object if text and not self.function.numeric_by_nature else np.float64)
+
+    def run(
+        self,
+        output: str | Path | None = None,
+        *,
+        resume: bool = False,
+        engine: str | Engine | None = None,
+        cores: int | None = None,
+        retries: int = 2,
+        progress: bool = True,
+        stream: IO[str] | None = None,
+    ) -> Any:
+        """Compute every cell; return the array (no output) or the output's path.
+
+        Raises `TaskFailures` when some cells failed, after storing every other
+        result (failed numeric cells hold NaN).
+        """
+        if output is not None and str(output) != "-":
+            check_writable(output)
+        dtype = self.result_dtype(output)
+        own_engine = not isinstance(engine, Engine)
+        eng = make_engine(engine, cores)
+        sink: Sink | None = None
+        try:
+            block = self.choose_block(eng)
+            sink = open_sink(
+                output, self.shape, dtype, names=[s.names for s in self.sets],
+                grid=self.grid(block), chunks=block, meta=self.meta(block),
+                resume=resume, stream=stream,
+            )
+            skip = sink.done()
+            graph = self.plan(block, skip)
+            failures = self._execute(eng, graph, block, sink, progress, retries,
+                                     done_cells=sum(self.cells_in(k, block) for k in skip))
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            raise
+        finally:
+            if own_engine:
+                eng.shutdown()
+        result = sink.finish(complete=not failures)
+        if failures:
+            raise TaskFailures(failures, result=result)
+        return result
+
+    def meta(self, block: Key) -> dict[str, str]:
+        meta = {"function": self.function.identity, "block": str(block),
+                "symmetric": str(self.symmetric)}
+        for k, s in enumerate(self.sets):
+            meta[f"set_{k}"] = s.fingerprint()
+        return meta
+
+    def _execute(self, engine: Engine, graph: TaskGraph, block: Key, sink: Sink,
+                 progress: bool, retries: int, done_cells: int) -> list[Failure]:
+        total = sum(self.cells_in(k, block) for k in self.keys(block))
+        failures: list[Failure] = []
+        bar = progress_bar(total, enabled=progress, initial=done_cells)
+
+        def place(task: Task, result: TaskResult) -> None:
+            key = task.tag
+            failures.extend(self._place(key, block, result.value, sink))
+            bar.update(self.cells_in(key, block))
+
+        start = time.perf_counter()
+        try:
+            report = engine.run(graph, place, retries=retries)
+        finally:
+            bar.close()
+        self.elapsed = time.perf_counter() - start
+        for task, attempts in report.failed.items():
+            last = attempts[-1]
+            failures.append(Failure(
+                self.describe_block(task.tag, block),
+                f"{last.error} (after {len(attempts)} attempts)", last.stderr,
+            ))
+        return failures
+
+    def _place(self, key: Key, block: Key, out: BlockOut, sink: Sink) -> list[Failure]:
+        """Store one finished block; return its per-cell failures."""
+        bounds = self.bounds(key, block)
+        origin = [lo for lo, _ in bounds]
+        shape = tuple(hi - lo for lo, hi in bounds)
+        dtype = sink.dtype
+        failed = np.zeros(shape, dtype=bool)
+        failures = []
+        for cell, reason, stderr in out.failures:
+            failed[cell] = True
+            index = [o + c for o, c in zip(origin, cell)]
+            failures.append(Failure(self.describe_cell(index), reason, stderr))
+        if isinstance(out.values, np.ndarray) and out.cells is None:
+            values = out.values.astype(dtype, copy=False)
+        else:
+            cells = out.cells if out.cells is not None else list(np.ndindex(*shape))
+            flat_failed = [bool(failed[c]) for c in cells]
+
+            def culprit(k: int) -> str:
+                return self.describe_cell([o + c for o, c in zip(origin, cells[k])])
+
+            if dtype == object:
+                flat = np.empty(len(cells), dtype=object)
+                flat[:] = out.values
+            else:
+                flat = to_numeric(out.values, dtype, flat_failed, culprit)
+            values = np.empty(shape, dtype=dtype)
+            if out.cells is None:
+                values[...] = flat.reshape(shape)
+            else:
+                values[...] = fill_value(dtype)
+                for c, v in zip(cells, flat):
+                    values[c] = v
+                if self.symmetric and key[0] == key[1]:
+                    lower = np.tril_indices(shape[0], -1)
+                    values[lower] = values.T[lower]
+                    failed[lower] = failed.T[lower]
+        index = tuple(slice(lo, hi) for lo, hi in bounds)
+        sink.write(index, values, failed)
+        if self.symmetric and key[0] != key[1]:
+            sink.write(index[::-1], values.T, failed.T)
+        if not failures:
+            sink.mark_done(key)
+        return failures
+
+
+def _unique(files: list[File]) -> list[File]:
+    seen: dict[str, File] = {}
+    for f in files:
+        seen.setdefault(f.remote, f)
+    return list(seen.values())
+
+
+def _positive(value: Any, what: str, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be a positive number, not {value!r}") from None
+    if not number > 0 or (kind is int and number != value):
+        raise UsageError(f"{what} must be a positive {'integer' if kind is int else 'number'}, "
+                         f"not {value!r}")
+    return number
+
+
+def _checked_extra_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"extra input file {path}: not found")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"extra input file {path}: not readable")
+    return p
+
+
+def load_sets(specs: Sequence[Any], labels: Sequence[str]) -> list[ElementSet]:
+    return [load_set(spec, label) for spec, label in zip(specs, labels)]

@@ -1,0 +1,1 @@
+"""Command-line tools: `allpairs`, `wavefront` and `abengine`."""

@@ -1,0 +1,78 @@
+"""What every command shares: engine options, and turning errors into exit statuses.
+
+A user's mistake is one line on stderr and exit status 2; failed tasks are
+listed (what failed and why) with exit status 1; Ctrl-C keeps what finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import TaskFailures, UsageError
+
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", default="local", choices=["local"],
+                   help="where tasks run (default: local, all cores of this machine)")
+    g.add_argument("--cores", type=int, metavar="N", help="cores to use (default: all)")
+    g.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="extra attempts for a task that fails (default: 2)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_function_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-e", "--extra-args", default="", metavar="ARGS",
+                   help="extra arguments for an executable F, placed before the file names")
+    p.add_argument("-f", "--extra-file", action="append", default=[], metavar="FILE",
+                   help="an extra input file F needs, placed in its working directory "
+                        "(repeatable)")
+    p.add_argument("-t", "--seconds-per-cell", type=float, metavar="S",
+                   help="estimated seconds per call of F (default: measured)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the result to FILE (.txt, .npy or .h5) instead of stdout")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: compute only blocks missing from the .h5 "
+                        "output")
+
+
+def extra_args(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"-e {text!r}: {exc}") from None
+
+
+def run_command(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command's body and map what it raises to an exit status."""
+    try:
+        return body() or 0
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except TaskFailures as exc:
+        for failure in exc.failures:
+            print(f"{prog}: {failure}", file=sys.stderr)
+        kept = f"; the other results are in {exc.result}" if isinstance(exc.result, Path) else ""
+        print(f"{prog}: {len(exc.failures)} failed{kept}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished blocks of an .h5 output are kept for --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. piped into `head`: not an error of ours
+        sys.stderr.close()
+        return 0

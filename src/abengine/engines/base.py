@@ -1,0 +1,99 @@
+"""The engine interface: `submit(task) -> Future[TaskResult]`, and a graph runner on top.
+
+Like `concurrent.futures.Executor`, an engine only knows how to run one task
+attempt. `Engine.run` turns that into running a whole `TaskGraph`: dispatch
+what is ready, release dependents as results arrive, retry failures a bounded
+number of times, and skip what depends on a task that finally failed. The
+abstractions never look past this interface, so any engine runs any of them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+
+from ..graph import Task, TaskGraph, TaskResult
+
+OnResult = Callable[[Task, TaskResult], None]
+
+
+@dataclass
+class RunReport:
+    """How a graph run ended: each finally-failed task with every attempt's result."""
+
+    done: int = 0
+    failed: dict[Task, list[TaskResult]] = field(default_factory=dict)
+    skipped: list[Task] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+
+class Engine(ABC):
+    """Runs task attempts; `run` schedules a graph of them."""
+
+    #: How many tasks the engine can run at once (cores or worker slots).
+    slots: int = 1
+    #: Seconds of overhead to dispatch one task and collect its result: the
+    #: performance models weigh it against the work a task carries.
+    dispatch_latency: float = 1e-3
+
+    @abstractmethod
+    def submit(self, task: Task) -> Future[TaskResult]:
+        """Start one attempt of `task`. The future never raises: failures are results."""
+
+    def shutdown(self) -> None:
+        """Release workers and scratch space."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def run(self, graph: TaskGraph, on_result: OnResult, retries: int = 2) -> RunReport:
+        """Run every task of `graph`; call `on_result` in this thread as each succeeds.
+
+        An exception from `on_result` (say, a result that cannot be stored)
+        stops the run: tasks not yet started are cancelled and it propagates.
+        """
+        graph.check()
+        report = RunReport()
+        missing = {t: len(graph.dependencies(t)) for t in graph}
+        ready: deque[Task] = deque(graph.roots())
+        attempts: dict[Task, list[TaskResult]] = {}
+        running: dict[Future[TaskResult], Task] = {}
+        # Keep a few tasks queued beyond the slots so no slot idles between results.
+        window = 2 * self.slots
+        try:
+            while ready or running:
+                while ready and len(running) < window:
+                    task = ready.popleft()
+                    running[self.submit(task)] = task
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = running.pop(future)
+                    result = future.result()
+                    if result.ok:
+                        report.done += 1
+                        on_result(task, result)
+                        for dependent in graph.dependents(task):
+                            missing[dependent] -= 1
+                            if missing[dependent] == 0:
+                                ready.append(dependent)
+                        continue
+                    tries = attempts.setdefault(task, [])
+                    tries.append(result)
+                    if len(tries) <= retries:
+                        ready.appendleft(task)
+                    else:
+                        report.failed[task] = tries
+                        report.skipped.extend(graph.descendants(task) - set(report.skipped))
+        finally:
+            for future in running:
+                future.cancel()
+        return report

@@ -1,0 +1,193 @@
+"""The local engine: every task of a graph on the cores of this machine.
+
+Each task gets a fresh sandbox directory with its inputs linked in and its
+outputs moved out afterwards. Shell commands and GIL-free Python tasks (numpy
+kernels, runners that drive subprocesses) run on threads of this process, so
+arrays are never copied between processes; other Python tasks run in a pool of
+worker processes. At most `cores` tasks run at once either way: every task
+holds one of `cores` threads, and a process-pool task's thread waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from ..graph import File, PythonTask, Task, TaskResult, _sandbox
+from .base import Engine
+
+STDERR_TAIL = 2000  # characters of stderr kept in a result
+
+
+def safe_remote(name: str) -> str:
+    """Refuse sandbox names that would land outside the sandbox."""
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts:
+        raise ValueError(f"file name {name!r} would escape the sandbox")
+    return name
+
+
+def link_into(sandbox: Path, files: list[File]) -> None:
+    """Put each input in the sandbox: a hard link where possible, else a symlink."""
+    for f in files:
+        target = sandbox / safe_remote(f.remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f.local, target)
+        except OSError:
+            os.symlink(os.path.abspath(f.local), target)
+
+
+def collect_from(sandbox: Path, files: list[File]) -> str:
+    """Move outputs out of the sandbox; return what was missing, if anything."""
+    missing = []
+    for f in files:
+        source = sandbox / safe_remote(f.remote)
+        if not source.is_file():
+            missing.append(f.remote)
+            continue
+        f.local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, f.local)
+    return f"outputs not produced: {', '.join(missing)}" if missing else ""
+
+
+def _call_in_sandbox(payload: bytes, sandbox: str) -> Any:
+    """Process-pool entry point: unpickle the call, run it inside its sandbox."""
+    fn, args = cloudpickle.loads(payload)
+    os.chdir(sandbox)
+    token = _sandbox.set(Path(sandbox))
+    try:
+        return fn(*args)
+    finally:
+        _sandbox.reset(token)
+        os.chdir("/")
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class LocalEngine(Engine):
+    """Runs tasks on `cores` cores of this machine (default: all of them)."""
+
+    def __init__(self, cores: int | None = None, scratch: str | Path | None = None) -> None:
+        self.cores = cores or os.cpu_count() or 1
+        if self.cores < 1:
+            raise ValueError("cores must be at least 1")
+        self.slots = self.cores
+        self.dispatch_latency = 2e-4
+        self._threads = ThreadPoolExecutor(self.cores, thread_name_prefix="abengine")
+        self._processes: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._scratch = Path(tempfile.mkdtemp(prefix="abengine-", dir=scratch))
+        self._attempt = 0
+
+    # -- the Engine interface ---------------------------------------------
+    def submit(self, task: Task) -> Future[TaskResult]:
+        return self._threads.submit(self._attempt_task, task)
+
+    def shutdown(self) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # -- one attempt -----------------------------------------------------
+    def _attempt_task(self, task: Task) -> TaskResult:
+        self._attempt += 1
+        sandbox = self._scratch / f"t{task.id}.{self._attempt}"
+        start = time.perf_counter()
+        try:
+            sandbox.mkdir()
+            link_into(sandbox, task.inputs)
+            if isinstance(task, PythonTask):
+                result = self._run_python(task, sandbox)
+            else:
+                result = self._run_command(task, sandbox)
+            if result.ok:
+                missing = collect_from(sandbox, task.outputs)
+                if missing:
+                    result.ok, result.error = False, missing
+        except Exception as exc:  # an attempt's failure is a result, never an exception
+            result = TaskResult(task, ok=False, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            shutil.rmtree(sandbox, ignore_errors=True)
+        result.elapsed = time.perf_counter() - start
+        return result
+
+    def _run_command(self, task: Task, sandbox: Path) -> TaskResult:
+        proc = subprocess.Popen(
+            task.command,
+            shell=True,
+            cwd=sandbox,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=task.wall_time)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            return TaskResult(
+                task, ok=False, exit_code=None, stdout=_text(out), stderr=_text(err)[-STDERR_TAIL:],
+                error=f"wall time of {task.wall_time:g} s exceeded",
+            )
+        ok = proc.returncode == 0
+        return TaskResult(
+            task, ok=ok, exit_code=proc.returncode, stdout=_text(out),
+            stderr=_text(err)[-STDERR_TAIL:], error="" if ok else describe_exit(proc.returncode),
+        )
+
+    def _run_python(self, task: PythonTask, sandbox: Path) -> TaskResult:
+        if task.gil_free:
+            token = _sandbox.set(sandbox)
+            try:
+                value = task.fn(*task.args)
+            finally:
+                _sandbox.reset(token)
+            return TaskResult(task, ok=True, value=value)
+        payload = cloudpickle.dumps((task.fn, task.args))
+        pool = self._process_pool()
+        try:
+            value = pool.submit(_call_in_sandbox, payload, str(sandbox)).result()
+        except BrokenProcessPool:
+            self._replace_broken(pool)
+            return TaskResult(task, ok=False, error="its worker process died (killed, or crashed)")
+        return TaskResult(task, ok=True, value=value)
+
+    def _process_pool(self) -> ProcessPoolExecutor:
+        with self._pool_lock:
+            if self._processes is None:
+                self._processes = ProcessPoolExecutor(
+                    self.cores, mp_context=get_context("forkserver")
+                )
+            return self._processes
+
+    def _replace_broken(self, pool: ProcessPoolExecutor) -> None:
+        with self._pool_lock:
+            if self._processes is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._processes = None
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,147 @@
+"""Tasks (the put/exec/get unit) and the graph that orders them.
+
+A `Task` is files in, a command, files out: exactly what a remote worker can
+run. A `PythonTask` is a Python call with the same file semantics; an engine
+may run it in-process, and a remote engine ships it as a command that unpickles
+and calls it. Abstractions build a `TaskGraph`; engines only ever see tasks.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+_ids = itertools.count(1)
+
+#: The sandbox directory of the task running in this thread or process.
+_sandbox: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sandbox", default=None)
+
+
+def current_sandbox() -> Path:
+    """The fresh directory the running task owns; its input files are linked here."""
+    path = _sandbox.get()
+    if path is None:
+        raise RuntimeError("current_sandbox() called outside a running task")
+    return path
+
+
+@dataclass(frozen=True)
+class File:
+    """A file crossing the sandbox boundary: `local` outside, `remote` inside."""
+
+    local: Path
+    remote: str
+    cache: bool = True
+
+
+@dataclass(eq=False)
+class Task:
+    """A shell command run in a fresh sandbox holding its inputs; outputs are fetched back.
+
+    `tag` is opaque to engines: the abstraction uses it to place the result.
+    `retries` bounds how many more attempts a failed task gets.
+    """
+
+    command: str = ""
+    inputs: list[File] = field(default_factory=list)
+    outputs: list[File] = field(default_factory=list)
+    cores: int = 1
+    wall_time: float | None = None
+    tag: Any = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+    def add_input(self, local: str | Path, remote: str | None = None, cache: bool = True) -> None:
+        local = Path(local)
+        self.inputs.append(File(local, remote or local.name, cache))
+
+    def add_output(self, remote: str, local: str | Path) -> None:
+        self.outputs.append(File(Path(local), remote, cache=False))
+
+    def describe(self) -> str:
+        return f"task {self.id} ({self.command})" if self.command else f"task {self.id}"
+
+
+@dataclass(eq=False)
+class PythonTask(Task):
+    """`fn(*args)` run in a fresh sandbox; its return value is the task's value.
+
+    `gil_free` declares that the call spends its time outside the GIL (numpy
+    kernels, waiting on subprocesses) and never relies on the process's working
+    directory (it asks `current_sandbox()` instead), so an engine may run it on
+    a thread of the master and skip copying arrays between processes.
+    """
+
+    fn: Callable[..., Any] | None = None
+    args: tuple = ()
+    gil_free: bool = False
+
+    def describe(self) -> str:
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        return f"task {self.id} ({name})"
+
+
+@dataclass
+class TaskResult:
+    """What one attempt of a task produced."""
+
+    task: Task
+    ok: bool
+    value: Any = None  # PythonTask: the return value
+    exit_code: int | None = None  # Task: the command's exit status
+    stdout: str = ""
+    stderr: str = ""
+    error: str = ""  # why the attempt failed, when it did
+    elapsed: float = 0.0
+
+
+class TaskGraph:
+    """Tasks and the dependencies between them, on a networkx DiGraph.
+
+    An edge u → v means v needs u's outputs: v is dispatched only after u
+    finished successfully.
+    """
+
+    def __init__(self) -> None:
+        self._g = nx.DiGraph()
+
+    def add(self, task: Task, after: Iterable[Task] = ()) -> Task:
+        self._g.add_node(task)
+        for dep in after:
+            if dep not in self._g:
+                raise ValueError(f"{dep.describe()} is not in the graph")
+            self._g.add_edge(dep, task)
+        return task
+
+    def __len__(self) -> int:
+        return self._g.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._g.nodes)
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._g
+
+    def dependencies(self, task: Task) -> list[Task]:
+        return list(self._g.predecessors(task))
+
+    def dependents(self, task: Task) -> list[Task]:
+        return list(self._g.successors(task))
+
+    def roots(self) -> list[Task]:
+        """Tasks that can start at once."""
+        return [t for t in self._g.nodes if self._g.in_degree(t) == 0]
+
+    def descendants(self, task: Task) -> set[Task]:
+        return nx.descendants(self._g, task)
+
+    def check(self) -> None:
+        """Refuse a cyclic graph before anything runs."""
+        if not nx.is_directed_acyclic_graph(self._g):
+            cycle = nx.find_cycle(self._g)
+            raise ValueError("task graph has a cycle: " + " -> ".join(t.describe() for t, _ in cycle))

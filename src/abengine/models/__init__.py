@@ -1,0 +1,1 @@
+"""Performance models: they choose how much work each task carries."""

@@ -1,0 +1,171 @@
+"""What runs inside a task: F applied to the cells of one block.
+
+These functions execute in the task's sandbox, on whatever engine runs the
+task, so they take only picklable descriptions (`Axis`, a builtin's name or a
+pickled callable) and return raw values plus per-cell failures. Turning values
+into numbers and placing them is the master's job (see storage.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import subprocess
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from .graph import current_sandbox
+
+STDERR_TAIL = 2000
+
+Cell = tuple[int, ...]
+
+
+@dataclass
+class Axis:
+    """The elements of one side of a block, as the task sees them.
+
+    Exactly one form is used: `files` (names inside the sandbox), `rows`
+    (vectors shipped with the task), or `source` (rows start..stop read from a
+    .npy or HDF5 file that is one of the task's inputs).
+    """
+
+    files: list[str] | None = None
+    rows: np.ndarray | None = None
+    source: str = ""
+    dataset: str = ""
+    start: int = 0
+    stop: int = 0
+
+    def __len__(self) -> int:
+        if self.files is not None:
+            return len(self.files)
+        if self.rows is not None:
+            return len(self.rows)
+        return self.stop - self.start
+
+    def paths(self) -> list[str]:
+        base = current_sandbox()
+        return [str(base / name) for name in self.files or []]
+
+    def vectors(self) -> np.ndarray:
+        """The elements as a 2-D array, one row each."""
+        if self.rows is not None:
+            return self.rows
+        if self.files is not None:
+            from .sets import read_vector
+
+            return np.stack([read_vector(p) for p in self.paths()])
+        path = current_sandbox() / self.source
+        if self.dataset:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                block = f[self.dataset][self.start : self.stop]
+        else:
+            block = np.load(path, mmap_mode="r")[self.start : self.stop]
+        block = np.asarray(block)
+        return block.reshape(len(block), -1)
+
+    def elements(self) -> Sequence[Any]:
+        """What a per-cell Python function receives: a path or a row vector."""
+        return self.paths() if self.files is not None else self.vectors()
+
+
+@dataclass
+class BlockOut:
+    """Raw values of a block, in cell order or as an array, and the cells that failed."""
+
+    values: Any
+    failures: list[tuple[Cell, str, str]] = field(default_factory=list)  # (cell, reason, stderr)
+    cells: list[Cell] | None = None  # None: every cell of the block, row-major
+
+
+@functools.lru_cache(maxsize=16)
+def load_function(ref: bytes | str) -> Callable[..., Any]:
+    """A builtin by name, or a cloudpickled callable (unpickled once per process)."""
+    if isinstance(ref, str):
+        from .functions import BUILTINS
+
+        return BUILTINS[ref.lower()].kernel
+    return cloudpickle.loads(ref)
+
+
+def all_cells(axes: Sequence[Axis]) -> Iterable[Cell]:
+    return itertools.product(*(range(len(a)) for a in axes))
+
+
+def run_kernel(ref: bytes | str, axes: list[Axis], on_files: bool = False) -> BlockOut:
+    """A vectorised kernel on the whole block: f(A_rows, B_rows) -> 2-D (or f(rows) -> 1-D)."""
+    fn = load_function(ref)
+    inputs = [a.paths() for a in axes] if on_files else [a.vectors() for a in axes]
+    values = np.asarray(fn(*inputs))
+    expected = tuple(len(a) for a in axes)
+    if values.shape != expected:
+        name = getattr(fn, "__name__", "F")
+        raise ValueError(f"{name} returned shape {values.shape} for a block of {expected}")
+    return BlockOut(values)
+
+
+def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = None) -> BlockOut:
+    """A Python function cell by cell; an exception fails that cell only."""
+    fn = load_function(ref)
+    elements = [a.elements() for a in axes]
+    order = list(all_cells(axes)) if cells is None else cells
+    values: list[Any] = []
+    failures = []
+    for cell in order:
+        try:
+            values.append(fn(*(elements[k][i] for k, i in enumerate(cell))))
+        except Exception as exc:
+            values.append(None)
+            tail = "".join(traceback.format_exception(exc)[-3:])[-STDERR_TAIL:]
+            failures.append((cell, f"raised {type(exc).__name__}: {exc}", tail))
+    return BlockOut(values, failures, cells)
+
+
+def exec_cells(
+    argv: list[str], axes: list[Axis], cells: list[Cell] | None = None,
+    timeout: float | None = None,
+) -> BlockOut:
+    """An executable per cell, `argv... fileA fileB`, in the sandbox; stripped stdout is the value."""
+    from .engines.local import describe_exit  # one wording of exit statuses everywhere
+
+    sandbox = current_sandbox()
+    argv = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
+    paths = [a.paths() for a in axes]
+    order = list(all_cells(axes)) if cells is None else cells
+    values: list[Any] = []
+    failures = []
+    for cell in order:
+        args = argv + [paths[k][i] for k, i in enumerate(cell)]
+        try:
+            proc = subprocess.run(
+                args, cwd=sandbox, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            values.append(None)
+            failures.append((cell, f"took longer than {timeout:g} s", ""))
+            continue
+        except OSError as exc:
+            values.append(None)
+            failures.append((cell, f"could not start: {exc.strerror}", ""))
+            continue
+        stderr = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
+        if proc.returncode != 0:
+            values.append(None)
+            failures.append((cell, describe_exit(proc.returncode), stderr))
+        else:
+            values.append(proc.stdout.decode("utf-8", "replace").strip())
+    return BlockOut(values, failures, cells)
+
+
+def sandbox_name(prefix: str, index: int, path: Path) -> str:
+    """The name an element file gets inside a sandbox: unique, keeping its base name."""
+    return f"{prefix}{index}_{path.name}"

@@ -1,0 +1,296 @@
+"""Where results go as tasks finish: memory, .npy, .h5 or text lines.
+
+Sinks take one block at a time, so memory is bounded by the block size, not
+the matrix. Files are written under `NAME.part` and renamed when the run ends,
+so nothing half-written sits under the name a rerun or a script would trust.
+The HDF5 sink also keeps a mask of finished blocks beside the data, flushed
+as it goes: `--resume` trusts only blocks marked there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import UsageError
+
+Index = tuple[slice, ...]
+SUFFIXES = (".txt", ".npy", ".h5", ".hdf5")
+
+
+def part_path(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def output_kind(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(f"output {path}: unknown type {suffix or '(none)'}; use .txt, .npy or .h5")
+    return "h5" if suffix == ".hdf5" else suffix[1:]
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail before any work if the output cannot be written."""
+    path = Path(path)
+    output_kind(path)
+    if path.is_dir():
+        raise UsageError(f"output {path}: is a directory")
+    part = part_path(path)
+    existed = part.exists()
+    try:
+        with open(part, "ab"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"output {path}: cannot write there: {exc.strerror}") from None
+    if not existed:
+        part.unlink()
+
+
+def fill_value(dtype: np.dtype) -> Any:
+    """What a cell that could not be computed holds."""
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return np.iinfo(dtype).min if dtype.kind == "i" else 0
+    return None
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if isinstance(value, (float, np.float64)) else str(value)
+    return str(value)
+
+
+class Sink(ABC):
+    """Receives blocks of a result of known shape; `finish` returns what the caller gets."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+
+    @abstractmethod
+    def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
+        """Store a block; cells marked in `failed` hold no result."""
+
+    def mark_done(self, key: tuple[int, ...]) -> None:
+        """Record that block `key` is complete (for --resume)."""
+
+    def done(self) -> set[tuple[int, ...]]:
+        """Blocks a previous run completed and this one may skip."""
+        return set()
+
+    @abstractmethod
+    def finish(self, complete: bool) -> Any:
+        """Close the sink after the run; `complete` says every cell was computed."""
+
+    def abort(self) -> None:
+        """The run stopped early: keep what can be resumed, drop the rest."""
+
+
+class MemorySink(Sink):
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        super().__init__(shape, dtype)
+        self.array = np.full(shape, fill_value(self.dtype), dtype=self.dtype)
+
+    def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
+        self.array[index] = values
+
+    def finish(self, complete: bool) -> np.ndarray:
+        return self.array
+
+
+class NpySink(Sink):
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        super().__init__(shape, dtype)
+        if self.dtype == object:
+            raise UsageError(f"output {path}: .npy needs numeric results; use .txt for text")
+        self.path, self.part = path, part_path(path)
+        self.array = np.lib.format.open_memmap(self.part, mode="w+", dtype=self.dtype, shape=shape)
+        if self.dtype.kind == "f":
+            self.array[...] = np.nan
+
+    def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
+        self.array[index] = values
+
+    def finish(self, complete: bool) -> Path:
+        self.array.flush()
+        del self.array
+        os.replace(self.part, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        del self.array
+        self.part.unlink(missing_ok=True)
+
+
+class TextSink(Sink):
+    """Lines `nameA<TAB>nameB<TAB>value` (one name per axis), streamed as blocks finish."""
+
+    def __init__(self, path: Path | None, names: Sequence[Sequence[str]], shape: tuple[int, ...],
+                 dtype: np.dtype, stream: IO[str] | None = None) -> None:
+        super().__init__(shape, dtype)
+        self.names = names
+        self.path = path
+        self.part = part_path(path) if path else None
+        self.out: IO[str] = open(self.part, "w") if self.part else (stream or sys.stdout)
+
+    def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
+        starts = [s.start for s in index]
+        lines = []
+        for pos, value in np.ndenumerate(values):
+            if failed is not None and failed[pos]:
+                continue
+            labels = [self.names[k][starts[k] + i] for k, i in enumerate(pos)]
+            lines.append("\t".join(labels) + "\t" + format_value(value) + "\n")
+        self.out.write("".join(lines))
+
+    def finish(self, complete: bool) -> Path | None:
+        self.out.flush()
+        if self.part:
+            self.out.close()
+            os.replace(self.part, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.part:
+            self.out.close()
+            self.part.unlink(missing_ok=True)
+        else:
+            self.out.flush()
+
+
+class H5Sink(Sink):
+    """A chunked HDF5 dataset `result`, plus `done` (one flag per block) for --resume.
+
+    `meta` (function identity, set fingerprints, block shape) is stored as
+    attributes; resuming checks it so a file is never completed with results
+    of a different F, different sets or a different blocking.
+    """
+
+    FLUSH_EVERY = 1.0  # seconds: the most work a kill -9 can cost a resumed run
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, grid: tuple[int, ...],
+                 chunks: tuple[int, ...], meta: dict[str, str], names: Sequence[Sequence[str]],
+                 resume: bool) -> None:
+        import h5py
+
+        super().__init__(shape, dtype)
+        if self.dtype == object:
+            raise UsageError(f"output {path}: .h5 needs numeric results; use .txt for text")
+        self.path, self.part = path, part_path(path)
+        existing = self._resumable() if resume else None
+        if existing is not None:
+            self.file = h5py.File(existing, "r+")
+            self._check_meta(existing, shape, meta)
+            if existing != self.part:
+                os.replace(existing, self.part)
+            self.mask = self.file["done"][...]
+        else:
+            self.part.unlink(missing_ok=True)
+            self.file = h5py.File(self.part, "w")
+            fill = fill_value(self.dtype)
+            self.file.create_dataset("result", shape=shape, dtype=self.dtype, chunks=chunks,
+                                     fillvalue=fill if fill is not None else 0)
+            self.file.create_dataset("done", data=np.zeros(grid, dtype=np.uint8))
+            for k, axis_names in enumerate(names):
+                self.file.create_dataset(f"names_{k}", data=list(axis_names),
+                                         dtype=h5py.string_dtype())
+            self.file.attrs.update(meta)
+            self.file.attrs["complete"] = False
+            self.mask = np.zeros(grid, dtype=np.uint8)
+        self.result = self.file["result"]
+        self._last_flush = time.monotonic()
+
+    def _resumable(self) -> Path | None:
+        for candidate in (self.part, self.path):
+            if candidate.exists():
+                return candidate
+        return None
+
+    def _check_meta(self, where: Path, shape: tuple[int, ...], meta: dict[str, str]) -> None:
+        stored = self.file.attrs
+        if tuple(self.file["result"].shape) != shape:
+            self.file.close()
+            raise UsageError(f"cannot resume {where}: it holds a {self.file['result'].shape} "
+                             f"result, this run makes {shape}")
+        for key, value in meta.items():
+            if str(stored.get(key, "")) != str(value):
+                self.file.close()
+                raise UsageError(f"cannot resume {where}: it was made with a different {key} "
+                                 f"({stored.get(key, '?')!s} ≠ {value}); remove it or drop --resume")
+
+    def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
+        self.result[index] = values
+
+    def mark_done(self, key: tuple[int, ...]) -> None:
+        self.mask[key] = 1
+        if time.monotonic() - self._last_flush > self.FLUSH_EVERY:
+            self._flush()
+
+    def done(self) -> set[tuple[int, ...]]:
+        return {tuple(int(i) for i in key) for key in np.argwhere(self.mask)}
+
+    def _flush(self) -> None:
+        self.file.flush()  # block data reaches the file before the flags that vouch for it
+        self.file["done"][...] = self.mask
+        self.file.flush()
+        self._last_flush = time.monotonic()
+
+    def finish(self, complete: bool) -> Path:
+        self._flush()
+        self.file.attrs["complete"] = bool(complete)
+        self.file.close()
+        os.replace(self.part, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._flush()
+        self.file.close()
+
+
+def open_sink(output: str | Path | None, shape: tuple[int, ...], dtype: np.dtype, *,
+              names: Sequence[Sequence[str]], grid: tuple[int, ...], chunks: tuple[int, ...],
+              meta: dict[str, str], resume: bool, stream: IO[str] | None = None) -> Sink:
+    """The sink for `output`: None → memory, '-' → text on stdout, else by extension."""
+    if output is None:
+        if resume:
+            raise UsageError("--resume needs an .h5 output to resume from")
+        return MemorySink(shape, dtype)
+    if str(output) == "-":
+        if resume:
+            raise UsageError("--resume needs an .h5 output to resume from")
+        return TextSink(None, names, shape, dtype, stream)
+    path = Path(output)
+    kind = output_kind(path)
+    if resume and kind != "h5":
+        raise UsageError(f"--resume needs an .h5 output, not {path.suffix}")
+    if kind == "h5":
+        return H5Sink(path, shape, dtype, grid, chunks, meta, names, resume)
+    if kind == "npy":
+        return NpySink(path, shape, dtype)
+    return TextSink(path, names, shape, dtype)
+
+
+def to_numeric(values: list[Any], dtype: np.dtype, failed: Sequence[bool],
+               culprit: Callable[[int], str]) -> np.ndarray:
+    """Raw cell values → numbers of `dtype`; a value that is not a number names its cell."""
+    out = np.empty(len(values), dtype=dtype)
+    fill = fill_value(dtype)
+    for k, value in enumerate(values):
+        if failed[k]:
+            out[k] = fill
+            continue
+        try:
+            out[k] = float(value) if dtype.kind == "f" else value
+        except (TypeError, ValueError):
+            shown = value if len(str(value)) < 60 else str(value)[:57] + "..."
+            raise UsageError(f"{culprit(k)}: output {shown!r} is not a number "
+                             "(a numeric result was asked for)") from None
+    return out

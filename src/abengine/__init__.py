@@ -7,6 +7,7 @@
 See README.md for the command-line tools (`allpairs`, `abengine map`, ...).
 """
 
+from . import sets
 from .abstractions import AllPairs, Map, allpairs, map  # noqa: A004
 from .engines import Engine, LocalEngine
 from .errors import AbengineError, Failure, TaskFailures, UsageError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,21 @@ _ids = itertools.count(1)
 
 #: The sandbox directory of the task running in this thread or process.
 _sandbox: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sandbox", default=None)
+
+
+#: Set by the engine when the run is being stopped (Ctrl-C, a fatal error).
+_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("stop", default=None)
+
+
+class TaskCancelled(Exception):
+    """The run is stopping: a task that loops over cells gives up between two of them."""
+
+
+def check_cancelled() -> None:
+    """Raise `TaskCancelled` if the engine is stopping; cheap enough to call per cell."""
+    event = _stop.get()
+    if event is not None and event.is_set():
+        raise TaskCancelled("the run was stopped")
 
 
 def current_sandbox() -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from .graph import current_sandbox
+from .graph import check_cancelled, current_sandbox
 
 STDERR_TAIL = 2000
 
@@ -121,6 +121,7 @@ def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = No
     values: list[Any] = []
     failures = []
     for cell in order:
+        check_cancelled()
         try:
             values.append(fn(*(elements[k][i] for k, i in enumerate(cell))))
         except Exception as exc:
@@ -144,6 +145,7 @@ def exec_cells(
     values: list[Any] = []
     failures = []
     for cell in order:
+        check_cancelled()
         args = argv + [paths[k][i] for k, i in enumerate(cell)]
         try:
             proc = subprocess.run(

@@ -23,7 +23,7 @@ from ..engines import Engine, make_engine
 from ..errors import Failure, TaskFailures, UsageError
 from ..functions import Function, resolve_function
 from ..graph import File, PythonTask, Task, TaskGraph, TaskResult
-from ..models.allpairs import Resources, cells_per_task, choose_block
+from ..models.allpairs import Resources, choose_batch, choose_block
 from ..progress import progress_bar
 from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
 from ..sets import ElementSet, load_set
@@ -104,7 +104,7 @@ class Grid:
         res = Resources(engine.slots, engine.dispatch_latency)
         if len(self.sets) == 2:
             return choose_block(*self.shape, t, res, symmetric=self.symmetric)
-        return (cells_per_task(math.prod(self.shape), t, res),)
+        return (choose_batch(self.shape[0], t, res),)
 
     def measure(self, engine: Engine) -> float:
         """Seconds per cell of F, timed on small blocks run by `engine` itself."""

@@ -8,7 +8,7 @@ import sys
 from ..abstractions import AllPairs
 from ..engines import make_engine
 from ..functions import BUILTINS
-from ..models.allpairs import Resources, predict_seconds
+from ..models.allpairs import Resources, block_tasks, predict_block
 from .common import (
     Parser,
     add_engine_options,
@@ -79,7 +79,6 @@ def _predict(job: AllPairs, args) -> int:
         res = Resources(engine.slots, engine.dispatch_latency)
         chosen = job.block or job.choose_block(engine)
     n, m = job.shape
-    cells = n * (n + 1) // 2 if job.symmetric else n * m
     candidates = {chosen}
     side = 1
     while side < max(n, m):
@@ -88,11 +87,12 @@ def _predict(job: AllPairs, args) -> int:
     print(f"# F: {t:.3g} s per cell, {res.slots} slots, dispatch {res.dispatch_latency:.2g} s")
     print(f"{'block':>12} {'tasks':>8} {'predicted_s':>12}")
     for bx, by in sorted(candidates):
-        per_task = min(bx * by, cells)
-        seconds = predict_seconds(cells, per_task, t, res)
-        print(f"{bx:>5}x{by:<6} {-(-cells // per_task):>8} {seconds:>12.3f}")
+        tasks = block_tasks(n, m, bx, by, job.symmetric)
+        seconds = predict_block(n, m, bx, by, t, res, job.symmetric)
+        mark = "  <- chosen" if (bx, by) == chosen else ""
+        print(f"{bx:>5}x{by:<6} {tasks:>8} {seconds:>12.3f}{mark}")
     bx, by = chosen
-    seconds = predict_seconds(cells, min(bx * by, cells), t, res)
+    seconds = predict_block(n, m, bx, by, t, res, job.symmetric)
     print(f"block_size={bx}x{by} predicted_seconds={seconds:.3f}")
     sys.stdout.flush()
     return 0

@@ -10,6 +10,7 @@ holds one of `cores` threads, and a process-pool task's thread waits for it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..graph import File, PythonTask, Task, TaskResult, _sandbox
+from ..graph import File, PythonTask, Task, TaskResult, _sandbox, _stop
 from .base import Engine
 
 STDERR_TAIL = 2000  # characters of stderr kept in a result
@@ -97,13 +98,15 @@ class LocalEngine(Engine):
         self._processes: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._scratch = Path(tempfile.mkdtemp(prefix="abengine-", dir=scratch))
-        self._attempt = 0
+        self._attempts = itertools.count(1)
+        self._stopping = threading.Event()
 
     # -- the Engine interface ---------------------------------------------
     def submit(self, task: Task) -> Future[TaskResult]:
         return self._threads.submit(self._attempt_task, task)
 
     def shutdown(self) -> None:
+        self._stopping.set()  # running cell loops give up at their next cell
         self._threads.shutdown(wait=True, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown(wait=True, cancel_futures=True)
@@ -111,8 +114,7 @@ class LocalEngine(Engine):
 
     # -- one attempt -----------------------------------------------------
     def _attempt_task(self, task: Task) -> TaskResult:
-        self._attempt += 1
-        sandbox = self._scratch / f"t{task.id}.{self._attempt}"
+        sandbox = self._scratch / f"t{task.id}.{next(self._attempts)}"
         start = time.perf_counter()
         try:
             sandbox.mkdir()
@@ -159,11 +161,12 @@ class LocalEngine(Engine):
 
     def _run_python(self, task: PythonTask, sandbox: Path) -> TaskResult:
         if task.gil_free:
-            token = _sandbox.set(sandbox)
+            tokens = _sandbox.set(sandbox), _stop.set(self._stopping)
             try:
                 value = task.fn(*task.args)
             finally:
-                _sandbox.reset(token)
+                _sandbox.reset(tokens[0])
+                _stop.reset(tokens[1])
             return TaskResult(task, ok=True, value=value)
         payload = cloudpickle.dumps((task.fn, task.args))
         pool = self._process_pool()

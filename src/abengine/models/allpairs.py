@@ -32,17 +32,20 @@ class Resources:
     dispatch_latency: float
 
 
-def predict_seconds(cells: int, cells_per_task: int, seconds_per_cell: float,
+def predict_seconds(tasks: int, cells_per_task: int, seconds_per_cell: float,
                     res: Resources) -> float:
-    """Predicted wall time of `cells` cells in tasks of `cells_per_task` cells."""
-    tasks = math.ceil(cells / cells_per_task)
+    """Predicted wall time of `tasks` tasks of at most `cells_per_task` cells each.
+
+    Tasks run in waves of `slots`; the last wave is as long as a full one, so
+    a task count just above a multiple of the slots costs a whole extra wave.
+    """
     per_task = res.dispatch_latency + cells_per_task * seconds_per_cell
     waves = math.ceil(tasks / res.slots)
     return waves * per_task + res.dispatch_latency * min(tasks, res.slots)
 
 
 def cells_per_task(cells: int, seconds_per_cell: float, res: Resources) -> int:
-    """How many cells one task should carry."""
+    """The most cells one task should carry: enough to hide dispatch, few enough to balance."""
     t = max(seconds_per_cell, 1e-9)
     hide = HIDE_DISPATCH * res.dispatch_latency / t
     balance = cells / (TASKS_PER_SLOT * res.slots)
@@ -51,16 +54,66 @@ def cells_per_task(cells: int, seconds_per_cell: float, res: Resources) -> int:
     return max(1, min(cells, int(c)))
 
 
+def choose_batch(n: int, seconds_per_cell: float, res: Resources) -> int:
+    """Elements per task for a one-axis abstraction (Map): full waves of equal tasks."""
+    c = cells_per_task(n, seconds_per_cell, res)
+    tasks = math.ceil(math.ceil(n / c) / res.slots) * res.slots
+    return math.ceil(n / min(tasks, n))
+
+
+def block_tasks(n: int, m: int, bx: int, by: int, symmetric: bool = False) -> int:
+    """How many tasks an n×m All-Pairs cut into bx×by blocks makes."""
+    gx, gy = math.ceil(n / bx), math.ceil(m / by)
+    return gx * (gx + 1) // 2 if symmetric else gx * gy
+
+
+def predict_block(n: int, m: int, bx: int, by: int, seconds_per_cell: float, res: Resources,
+                  symmetric: bool = False) -> float:
+    """Predicted wall time of an n×m All-Pairs in bx×by blocks.
+
+    In symmetric mode the diagonal blocks hold half the cells, so the work is
+    counted in full-block equivalents.
+    """
+    if symmetric:
+        tasks = math.ceil(n * (n + 1) / 2 / (bx * by))
+    else:
+        tasks = block_tasks(n, m, bx, by)
+    return predict_seconds(tasks, bx * by, seconds_per_cell, res)
+
+
+#: Predictions this close to the best count as a tie (the model is not that precise).
+TIE = 0.02
+
+
 def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
                  symmetric: bool = False) -> tuple[int, int]:
-    """Block height × width for an n×m All-Pairs (square when symmetric)."""
+    """Block height × width for an n×m All-Pairs (square when symmetric).
+
+    Among block shapes no larger than `cells_per_task` allows, take the one the
+    model predicts fastest; among near-ties, the one that reads the fewest
+    elements per cell ((x + y) / (x·y): large, square blocks), then the one
+    with fewer tasks.
+    """
     cells = n * (n + 1) // 2 if symmetric else n * m
     c = cells_per_task(cells, seconds_per_cell, res)
-    side = max(1, math.isqrt(c))
+    candidates: set[tuple[int, int]] = set()
+    root = math.isqrt(c)
+    near_root = {max(1, int(root * f)) for f in (0.25, 0.35, 0.5, 0.7, 1, 1.4, 2, 2.8, 4)}
     if symmetric:
-        return min(side, n), min(side, n)
-    bx = min(n, side)
-    by = min(m, max(1, c // bx))
-    if by == m:  # the whole width fits: give the spare cells back to the height
-        bx = min(n, max(1, c // m))
-    return bx, by
+        sides = {math.ceil(n / g) for g in range(1, min(n, 512) + 1)} | near_root
+        candidates = {(s, s) for s in sides if s <= n and s * s <= c} or {(1, 1)}
+    else:
+        heights = {math.ceil(n / g) for g in range(1, min(n, 64) + 1)}
+        heights |= near_root
+        heights |= {min(n, c)}
+        for bx in heights:
+            if not 1 <= bx <= min(n, c):
+                continue
+            by_max = min(m, c // bx)
+            g_min = math.ceil(m / by_max)
+            for g in range(g_min, min(m, g_min + 64) + 1):
+                candidates.add((bx, math.ceil(m / g)))
+    scored = {b: predict_block(n, m, *b, seconds_per_cell, res, symmetric) for b in candidates}
+    best = min(scored.values())
+    near = [b for b, t in scored.items() if t <= best * (1 + TIE)]
+    return min(near, key=lambda b: ((b[0] + b[1]) / (b[0] * b[1]), block_tasks(n, m, *b, symmetric)))

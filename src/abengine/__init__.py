@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILTINS", "AbengineError", "AllPairs", "Engine", "Failure", "File", "LocalEngine", "Map",
     "PythonTask", "Task", "TaskFailures", "TaskGraph", "TaskResult", "UsageError",
-    "allpairs", "current_sandbox", "map", "vectorized", "wavefront",
+    "allpairs", "current_sandbox", "map", "sets", "vectorized", "wavefront",
 ]
 
 

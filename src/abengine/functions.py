@@ -13,20 +13,31 @@ import hashlib
 import importlib
 import inspect
 import os
+import shlex
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from .errors import UsageError
 
 # -- builtin kernels: f(A_block, B_block) -> (len(A), len(B)) ---------------
+
+
+#: Below this fraction of ||a||² + ||b||², a distance from the matrix-multiply
+#: form has lost too many digits and is recomputed directly.
+CANCELLATION = 1e-3
+
+
+def _floating(X: np.ndarray) -> np.ndarray:
+    """Integer and boolean vectors as float64 (uint8 products overflow); floats as they are."""
+    X = np.asarray(X)
+    return X if X.dtype.kind == "f" else X.astype(np.float64)
 
 
 def _sq_norms(X: np.ndarray) -> np.ndarray:
@@ -35,26 +46,32 @@ def _sq_norms(X: np.ndarray) -> np.ndarray:
 
 def dot(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Inner products."""
-    return A @ B.T
+    return _floating(A) @ _floating(B).T
 
 
 def sqeuclidean(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances, by ||a||² + ||b||² − 2a·b, with cancellation repaired.
+    """Squared Euclidean distances ||a||² + ||b||² − 2a·b, in one matrix multiply.
 
-    The matrix-multiply form loses relative precision where a and b nearly
-    coincide, so those few cells are recomputed directly from a − b.
+    The norms ride along as two extra columns ([A, ||a||², 1]·[−2B, 1, ||b||²]ᵀ),
+    so the block is written once by the multiply instead of three times. Where
+    a and b nearly coincide (D ≪ ||a||² + ||b||²) that form has lost its
+    digits: rows that may hold such cells are found from their minimum, and
+    the cells confirmed there are recomputed directly from a − b.
     """
+    A, B = _floating(A), _floating(B)
     a2, b2 = _sq_norms(A), _sq_norms(B)
-    D = A @ B.T
-    D *= -2.0
-    D += a2[:, None]
-    D += b2[None, :]
+    ones_a, ones_b = np.ones((len(A), 1), A.dtype), np.ones((len(B), 1), B.dtype)
+    D = np.hstack([A, a2[:, None], ones_a]) @ np.hstack([-2.0 * B, ones_b, b2[:, None]]).T
     np.maximum(D, 0.0, out=D)
-    scale = a2[:, None] + b2[None, :]
-    close = np.nonzero(D < 1e-3 * scale)
-    if close[0].size:
-        diff = A[close[0]] - B[close[1]]
-        D[close] = np.einsum("ij,ij->i", diff, diff)
+    if D.size:
+        bound = CANCELLATION * (a2 + b2.max())
+        suspect = np.nonzero(D.min(axis=1) < bound)[0]
+        if suspect.size:
+            sub = D[suspect]
+            r, cols = np.nonzero(sub < CANCELLATION * (a2[suspect, None] + b2[None, :]))
+            rows = suspect[r]
+            diff = A[rows] - B[cols]
+            D[rows, cols] = np.einsum("ij,ij->i", diff, diff)
     return D
 
 
@@ -64,23 +81,29 @@ def euclidean(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.sqrt(D, out=D)
 
 
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1; all-zero rows stay zero (their similarity is 0)."""
+    X = _floating(X)
+    norms = np.sqrt(_sq_norms(X))
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return X * scale[:, None]
+
+
 def cosine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Cosine similarity (1 for parallel vectors; 0 where a vector is all zeros)."""
-    na, nb = np.sqrt(_sq_norms(A)), np.sqrt(_sq_norms(B))
-    S = A @ B.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        S /= na[:, None]
-        S /= nb[None, :]
-    return np.nan_to_num(S, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return _unit_rows(A) @ _unit_rows(B).T
 
 
 def correlation(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Pearson correlation coefficient between vectors."""
+    A, B = _floating(A), _floating(B)
     return cosine(A - A.mean(axis=1, keepdims=True), B - B.mean(axis=1, keepdims=True))
 
 
 def _by_cdist(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     def kernel(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        from scipy.spatial.distance import cdist  # imported late: it costs start-up time
+
         return cdist(A, B, metric)
 
     kernel.__name__ = metric
@@ -173,9 +196,17 @@ class vectorized:  # noqa: N801 - used as a decorator, named like one
 
 
 def resolve_function(
-    spec: Any, extra_args: list[str] | tuple[str, ...] = (), vectorized_hint: bool = False
+    spec: Any, extra_args: str | Sequence[str] = (), vectorized_hint: bool = False
 ) -> Function:
-    """Turn the user's F into a `Function`, checking it before any work starts."""
+    """Turn the user's F into a `Function`, checking it before any work starts.
+
+    `extra_args` may be a list or one string split as a shell would.
+    """
+    if isinstance(extra_args, str):
+        try:
+            extra_args = shlex.split(extra_args)
+        except ValueError as exc:
+            raise UsageError(f"extra arguments {extra_args!r}: {exc}") from None
     extra = [str(a) for a in extra_args]
     if isinstance(spec, vectorized):
         return _callable(spec.fn, "block", extra)
@@ -200,6 +231,11 @@ def _no_extra_args(extra: list[str], name: str) -> None:
 
 def _callable(fn: Callable[..., Any], kind: str, extra: list[str]) -> Function:
     _no_extra_args(extra, getattr(fn, "__name__", "a Python callable"))
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if module is not None and module.__name__ != "__main__" and not _installed(module):
+        # The user's own script or notebook helper: ship its code by value, so
+        # workers that lack the file still run it.
+        cloudpickle.register_pickle_by_value(module)
     try:
         pickled = cloudpickle.dumps(fn)
     except Exception as exc:
@@ -224,9 +260,6 @@ def _module_function(text: str, extra: list[str], vectorized_hint: bool) -> Func
             raise UsageError(f"F: module {module_name} has no function {attr}")
     if not callable(fn):
         raise UsageError(f"F: {text} is not callable")
-    if not _installed(module):
-        # A user's own script: ship its code by value so workers need not have it.
-        cloudpickle.register_pickle_by_value(module)
     kind = "block" if vectorized_hint or isinstance(fn, vectorized) else "callable"
     resolved = _callable(fn.fn if isinstance(fn, vectorized) else fn, kind, extra)
     resolved.name = text
@@ -234,6 +267,9 @@ def _module_function(text: str, extra: list[str], vectorized_hint: bool) -> Func
 
 
 def _installed(module: Any) -> bool:
+    """Whether a module comes with Python or an installed package (workers will have it)."""
+    if module.__name__.split(".")[0] == "abengine":
+        return True
     origin = getattr(module, "__file__", None) or ""
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     return not origin or "site-packages" in origin or any(

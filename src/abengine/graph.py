@@ -116,8 +116,26 @@ class TaskResult:
     elapsed: float = 0.0
 
 
+@dataclass(eq=False)
+class Deferred:
+    """A graph node whose task is built only when it is dispatched.
+
+    A large All-Pairs has thousands of blocks each naming hundreds of input
+    files; building them all up front would hold them all in memory at once.
+    """
+
+    factory: Callable[[], Task]
+    tag: Any = None
+
+    def describe(self) -> str:
+        return f"deferred task {self.tag}"
+
+
+Node = Task | Deferred
+
+
 class TaskGraph:
-    """Tasks and the dependencies between them, on a networkx DiGraph.
+    """Tasks (or deferred tasks) and the dependencies between them, on a networkx DiGraph.
 
     An edge u → v means v needs u's outputs: v is dispatched only after u
     finished successfully.
@@ -126,7 +144,7 @@ class TaskGraph:
     def __init__(self) -> None:
         self._g = nx.DiGraph()
 
-    def add(self, task: Task, after: Iterable[Task] = ()) -> Task:
+    def add(self, task: Node, after: Iterable[Node] = ()) -> Node:
         self._g.add_node(task)
         for dep in after:
             if dep not in self._g:
@@ -137,24 +155,33 @@ class TaskGraph:
     def __len__(self) -> int:
         return self._g.number_of_nodes()
 
-    def __iter__(self) -> Iterator[Task]:
+    def __iter__(self) -> Iterator[Node]:
         return iter(self._g.nodes)
 
     def __contains__(self, task: object) -> bool:
         return task in self._g
 
-    def dependencies(self, task: Task) -> list[Task]:
+    def dependencies(self, task: Node) -> list[Node]:
         return list(self._g.predecessors(task))
 
-    def dependents(self, task: Task) -> list[Task]:
+    def dependents(self, task: Node) -> list[Node]:
         return list(self._g.successors(task))
 
-    def roots(self) -> list[Task]:
+    def roots(self) -> list[Node]:
         """Tasks that can start at once."""
         return [t for t in self._g.nodes if self._g.in_degree(t) == 0]
 
-    def descendants(self, task: Task) -> set[Task]:
+    def descendants(self, task: Node) -> set[Node]:
         return nx.descendants(self._g, task)
+
+    @staticmethod
+    def materialize(node: Node) -> Task:
+        """The task a node stands for (built now if it was deferred)."""
+        if isinstance(node, Deferred):
+            task = node.factory()
+            task.tag = node.tag if task.tag is None else task.tag
+            return task
+        return node
 
     def check(self) -> None:
         """Refuse a cyclic graph before anything runs."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import subprocess
+import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,10 +65,7 @@ class Axis:
             return np.stack([read_vector(p) for p in self.paths()])
         path = current_sandbox() / self.source
         if self.dataset:
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                block = f[self.dataset][self.start : self.stop]
+            block = _read_h5_rows(path, self.dataset, self.start, self.stop)
         else:
             block = np.load(path, mmap_mode="r")[self.start : self.stop]
         block = np.asarray(block)
@@ -78,6 +76,23 @@ class Axis:
         return self.paths() if self.files is not None else self.vectors()
 
 
+def _read_h5_rows(path: Path, dataset: str, start: int, stop: int) -> np.ndarray:
+    """Rows of an HDF5 dataset, even while the user's own program holds the file open.
+
+    HDF5 wants the same locking flags for every open of a file within one
+    process, and refuses a locked open while a writer holds the file: so try
+    the default, then without locking (the set loader flushed writers' data).
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f[dataset][start:stop]
+    except OSError:
+        with h5py.File(path, "r", locking=False) as f:
+            return f[dataset][start:stop]
+
+
 @dataclass
 class BlockOut:
     """Raw values of a block, in cell order or as an array, and the cells that failed."""
@@ -85,6 +100,7 @@ class BlockOut:
     values: Any
     failures: list[tuple[Cell, str, str]] = field(default_factory=list)  # (cell, reason, stderr)
     cells: list[Cell] | None = None  # None: every cell of the block, row-major
+    seconds: float = 0.0  # time spent in F itself, without the task's set-up (for the models)
 
 
 @functools.lru_cache(maxsize=16)
@@ -105,12 +121,14 @@ def run_kernel(ref: bytes | str, axes: list[Axis], on_files: bool = False) -> Bl
     """A vectorised kernel on the whole block: f(A_rows, B_rows) -> 2-D (or f(rows) -> 1-D)."""
     fn = load_function(ref)
     inputs = [a.paths() for a in axes] if on_files else [a.vectors() for a in axes]
+    start = time.perf_counter()
     values = np.asarray(fn(*inputs))
+    seconds = time.perf_counter() - start
     expected = tuple(len(a) for a in axes)
     if values.shape != expected:
         name = getattr(fn, "__name__", "F")
         raise ValueError(f"{name} returned shape {values.shape} for a block of {expected}")
-    return BlockOut(values)
+    return BlockOut(values, seconds=seconds)
 
 
 def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = None) -> BlockOut:
@@ -120,6 +138,7 @@ def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = No
     order = list(all_cells(axes)) if cells is None else cells
     values: list[Any] = []
     failures = []
+    start = time.perf_counter()
     for cell in order:
         check_cancelled()
         try:
@@ -128,7 +147,7 @@ def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = No
             values.append(None)
             tail = "".join(traceback.format_exception(exc)[-3:])[-STDERR_TAIL:]
             failures.append((cell, f"raised {type(exc).__name__}: {exc}", tail))
-    return BlockOut(values, failures, cells)
+    return BlockOut(values, failures, cells, time.perf_counter() - start)
 
 
 def exec_cells(
@@ -144,6 +163,7 @@ def exec_cells(
     order = list(all_cells(axes)) if cells is None else cells
     values: list[Any] = []
     failures = []
+    start = time.perf_counter()
     for cell in order:
         check_cancelled()
         args = argv + [paths[k][i] for k, i in enumerate(cell)]
@@ -165,7 +185,7 @@ def exec_cells(
             failures.append((cell, describe_exit(proc.returncode), stderr))
         else:
             values.append(proc.stdout.decode("utf-8", "replace").strip())
-    return BlockOut(values, failures, cells)
+    return BlockOut(values, failures, cells, time.perf_counter() - start)
 
 
 def sandbox_name(prefix: str, index: int, path: Path) -> str:

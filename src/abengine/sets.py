@@ -84,6 +84,8 @@ def load_set(spec: Any, label: str = "set") -> ElementSet:
     if isinstance(spec, np.ndarray):
         return _array_set(spec, label)
     if _is_h5_dataset(spec):
+        if spec.file.mode == "r+":
+            spec.file.flush()  # tasks read the file itself: let them see what was written
         return _array_set(spec, label, source=spec.file.filename, dataset=spec.name)
     if isinstance(spec, (str, os.PathLike)):
         return _set_from_path(os.fspath(spec), label)
@@ -100,11 +102,9 @@ def _is_h5_dataset(obj: Any) -> bool:
 
 
 def _array_set(array: Any, label: str, source: str = "", dataset: str = "") -> ElementSet:
-    if array.ndim == 1:
-        if isinstance(array, np.ndarray):
-            array = array.reshape(-1, 1)
-        else:
-            raise UsageError(f"{label}: a 1-D dataset has no rows to compare; give a 2-D one")
+    """Rows are elements; a 1-D array is a set of single numbers."""
+    if isinstance(array, np.ndarray) and array.ndim == 1:
+        array = array.reshape(-1, 1)
     if array.ndim == 0 or array.shape[0] == 0:
         raise UsageError(f"{label}: empty set (no rows)")
     if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:

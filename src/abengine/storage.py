@@ -95,9 +95,12 @@ class Sink(ABC):
 
 
 class MemorySink(Sink):
+    """The result as an ndarray. Left unfilled: every block is written (failed
+    cells and blocks with the fill value), so a NaN pass would be wasted."""
+
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         super().__init__(shape, dtype)
-        self.array = np.full(shape, fill_value(self.dtype), dtype=self.dtype)
+        self.array = np.empty(shape, dtype=self.dtype)
 
     def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
         self.array[index] = values
@@ -112,9 +115,8 @@ class NpySink(Sink):
         if self.dtype == object:
             raise UsageError(f"output {path}: .npy needs numeric results; use .txt for text")
         self.path, self.part = path, part_path(path)
+        # Unfilled, like MemorySink: every block gets written, failed ones with the fill value.
         self.array = np.lib.format.open_memmap(self.part, mode="w+", dtype=self.dtype, shape=shape)
-        if self.dtype.kind == "f":
-            self.array[...] = np.nan
 
     def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
         self.array[index] = values
@@ -139,7 +141,7 @@ class TextSink(Sink):
         self.names = names
         self.path = path
         self.part = part_path(path) if path else None
-        self.out: IO[str] = open(self.part, "w") if self.part else (stream or sys.stdout)
+        self.out: IO[str] = open(self.part, "w") if self.part else (stream or sys.stdout)  # noqa: SIM115
 
     def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
         starts = [s.start for s in index]
@@ -187,7 +189,7 @@ class H5Sink(Sink):
         self.path, self.part = path, part_path(path)
         existing = self._resumable() if resume else None
         if existing is not None:
-            self.file = h5py.File(existing, "r+")
+            self.file = self._open_for_resume(existing)
             self._check_meta(existing, shape, meta)
             if existing != self.part:
                 os.replace(existing, self.part)
@@ -214,17 +216,35 @@ class H5Sink(Sink):
                 return candidate
         return None
 
+    @staticmethod
+    def _open_for_resume(where: Path) -> Any:
+        import h5py
+
+        try:
+            f = h5py.File(where, "r+")
+        except OSError as exc:
+            raise UsageError(f"cannot resume {where}: not a readable HDF5 file ({exc})") from None
+        if not all(isinstance(f.get(name), h5py.Dataset) for name in ("result", "done")):
+            f.close()
+            raise UsageError(f"cannot resume {where}: it is not an abengine output "
+                             "(no 'result' and 'done' datasets)")
+        return f
+
     def _check_meta(self, where: Path, shape: tuple[int, ...], meta: dict[str, str]) -> None:
-        stored = self.file.attrs
-        if tuple(self.file["result"].shape) != shape:
+        stored = dict(self.file.attrs)
+        stored_shape = tuple(self.file["result"].shape)
+        problem = ""
+        if stored_shape != shape:
+            problem = f"it holds a {stored_shape} result, this run makes {shape}"
+        else:
+            for key, value in meta.items():
+                if str(stored.get(key, "")) != str(value):
+                    problem = (f"it was made with a different {key} "
+                               f"({stored.get(key, '?')!s} ≠ {value})")
+                    break
+        if problem:
             self.file.close()
-            raise UsageError(f"cannot resume {where}: it holds a {self.file['result'].shape} "
-                             f"result, this run makes {shape}")
-        for key, value in meta.items():
-            if str(stored.get(key, "")) != str(value):
-                self.file.close()
-                raise UsageError(f"cannot resume {where}: it was made with a different {key} "
-                                 f"({stored.get(key, '?')!s} ≠ {value}); remove it or drop --resume")
+            raise UsageError(f"cannot resume {where}: {problem}; remove it or drop --resume")
 
     def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
         self.result[index] = values

@@ -9,8 +9,10 @@ and how a cell is described.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -22,7 +24,7 @@ import numpy as np
 from ..engines import Engine, make_engine
 from ..errors import Failure, TaskFailures, UsageError
 from ..functions import Function, resolve_function
-from ..graph import File, PythonTask, Task, TaskGraph, TaskResult
+from ..graph import Deferred, File, PythonTask, Task, TaskGraph, TaskResult
 from ..models.allpairs import Resources, choose_batch, choose_block
 from ..progress import progress_bar
 from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
@@ -60,14 +62,19 @@ class Grid:
         self.symmetric = symmetric
         self.seconds_per_cell = _positive(seconds_per_cell, "seconds per cell (-t)", float)
         self.block = self._checked_block(block)
-        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.dtype = _checked_dtype(dtype)
         self._check_function_fits_sets()
 
     # -- validation ------------------------------------------------------
     def _checked_block(self, block: int | Sequence[int] | None) -> Key | None:
         if block is None:
             return None
-        sizes = (block,) * len(self.sets) if isinstance(block, int) else tuple(block)
+        if isinstance(block, numbers.Number):
+            sizes = (block,) * len(self.sets)
+        elif isinstance(block, Sequence) and not isinstance(block, str):
+            sizes = tuple(block)
+        else:
+            raise UsageError(f"block size must be a positive integer or a tuple, not {block!r}")
         if len(sizes) != len(self.sets):
             raise UsageError(f"block needs {len(self.sets)} sizes, got {len(sizes)}")
         checked = tuple(
@@ -128,8 +135,8 @@ class Grid:
         graph = TaskGraph()
         graph.add(task)
         timing: list[float] = []
-        engine.run(graph, lambda _t, r: timing.append(r.elapsed), retries=0)
-        return timing[0] / math.prod(sides) if timing else None
+        engine.run(graph, lambda _t, r: timing.append(r.value.seconds), retries=0)
+        return max(timing[0], 1e-9) / math.prod(sides) if timing else None
 
     def grid(self, block: Key) -> Key:
         return tuple(math.ceil(n / b) for n, b in zip(self.shape, block))
@@ -187,7 +194,7 @@ class Grid:
         graph = TaskGraph()
         for key in self.keys(block):
             if key not in skip:
-                graph.add(self.task(key, block))
+                graph.add(Deferred(functools.partial(self.task, key, block), tag=key))
         return graph
 
     # -- running ---------------------------------------------------------
@@ -239,9 +246,10 @@ class Grid:
         sink: Sink | None = None
         try:
             block = self.choose_block(eng)
+            to_h5 = output is not None and str(output) != "-" and output_kind(output) == "h5"
             sink = open_sink(
                 output, self.shape, dtype, names=[s.names for s in self.sets],
-                grid=self.grid(block), chunks=block, meta=self.meta(block),
+                grid=self.grid(block), chunks=block, meta=self.meta(block) if to_h5 else {},
                 resume=resume, stream=stream,
             )
             skip = sink.done()
@@ -286,6 +294,12 @@ class Grid:
         self.elapsed = time.perf_counter() - start
         for task, attempts in report.failed.items():
             last = attempts[-1]
+            index = tuple(slice(lo, hi) for lo, hi in self.bounds(task.tag, block))
+            shape = tuple(s.stop - s.start for s in index)
+            blank = np.full(shape, fill_value(sink.dtype), dtype=sink.dtype)
+            sink.write(index, blank, np.ones(shape, dtype=bool))
+            if self.symmetric and task.tag[0] != task.tag[1]:
+                sink.write(index[::-1], blank.T, np.ones(shape[::-1], dtype=bool))
             failures.append(Failure(
                 self.describe_block(task.tag, block),
                 f"{last.error} (after {len(attempts)} attempts)", last.stderr,
@@ -313,7 +327,7 @@ class Grid:
             def culprit(k: int) -> str:
                 return self.describe_cell([o + c for o, c in zip(origin, cells[k])])
 
-            if dtype == object:
+            if dtype.kind == "O":
                 flat = np.empty(len(cells), dtype=object)
                 flat[:] = out.values
             else:
@@ -325,10 +339,10 @@ class Grid:
                 values[...] = fill_value(dtype)
                 for c, v in zip(cells, flat):
                     values[c] = v
-                if self.symmetric and key[0] == key[1]:
-                    lower = np.tril_indices(shape[0], -1)
-                    values[lower] = values.T[lower]
-                    failed[lower] = failed.T[lower]
+        if self.symmetric and key[0] == key[1]:  # the diagonal block: exact mirror of its upper half
+            lower = np.tril_indices(shape[0], -1)
+            values[lower] = values.T[lower]
+            failed[lower] = failed.T[lower]
         index = tuple(slice(lo, hi) for lo, hi in bounds)
         sink.write(index, values, failed)
         if self.symmetric and key[0] != key[1]:
@@ -343,6 +357,15 @@ def _unique(files: list[File]) -> list[File]:
     for f in files:
         seen.setdefault(f.remote, f)
     return list(seen.values())
+
+
+def _checked_dtype(dtype: Any) -> np.dtype | None:
+    if dtype is None:
+        return None
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise UsageError(f"dtype {dtype!r} is not a numpy data type") from None
 
 
 def _positive(value: Any, what: str, kind: type) -> Any:

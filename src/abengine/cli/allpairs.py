@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     block = None
-    if args.block_width or args.block_height:
-        block = (args.block_width or args.block_height, args.block_height or args.block_width)
+    if args.block_width is not None or args.block_height is not None:
+        width = args.block_width if args.block_width is not None else args.block_height
+        height = args.block_height if args.block_height is not None else args.block_width
+        block = (width, height)
     job = AllPairs(
         args.set_a, args.set_b, args.function, extra_args=extra_args(args.extra_args),
         extra_files=args.extra_file, block=block, seconds_per_cell=args.seconds_per_cell,

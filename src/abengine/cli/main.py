@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         for builtin in BUILTINS.values():
             print(f"{builtin.name:<12} {builtin.help}")
         return 0
-    parser.print_help(sys.stderr)
+    print("abengine: error: say which command: map, allpairs or builtins "
+          "(see abengine --help)", file=sys.stderr)
     return 2
 
 

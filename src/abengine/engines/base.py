@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from ..graph import Task, TaskGraph, TaskResult
+from ..graph import Node, Task, TaskGraph, TaskResult
 
 OnResult = Callable[[Task, TaskResult], None]
 
@@ -26,7 +26,7 @@ class RunReport:
 
     done: int = 0
     failed: dict[Task, list[TaskResult]] = field(default_factory=dict)
-    skipped: list[Task] = field(default_factory=list)
+    skipped: list[Node] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -63,36 +63,40 @@ class Engine(ABC):
         """
         graph.check()
         report = RunReport()
-        missing = {t: len(graph.dependencies(t)) for t in graph}
-        ready: deque[Task] = deque(graph.roots())
-        attempts: dict[Task, list[TaskResult]] = {}
-        running: dict[Future[TaskResult], Task] = {}
+        missing = {node: len(graph.dependencies(node)) for node in graph}
+        # (node, its task once built): deferred nodes become tasks only here, and a
+        # finished task is dropped, so memory holds just the tasks in flight.
+        ready: deque[tuple[Node, Task | None]] = deque((node, None) for node in graph.roots())
+        attempts: dict[Node, list[TaskResult]] = {}
+        running: dict[Future[TaskResult], tuple[Node, Task]] = {}
         # Keep a few tasks queued beyond the slots so no slot idles between results.
         window = 2 * self.slots
         try:
             while ready or running:
                 while ready and len(running) < window:
-                    task = ready.popleft()
-                    running[self.submit(task)] = task
+                    node, task = ready.popleft()
+                    task = task or graph.materialize(node)
+                    running[self.submit(task)] = (node, task)
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    task = running.pop(future)
+                    node, task = running.pop(future)
                     result = future.result()
                     if result.ok:
                         report.done += 1
+                        attempts.pop(node, None)
                         on_result(task, result)
-                        for dependent in graph.dependents(task):
+                        for dependent in graph.dependents(node):
                             missing[dependent] -= 1
                             if missing[dependent] == 0:
-                                ready.append(dependent)
+                                ready.append((dependent, None))
                         continue
-                    tries = attempts.setdefault(task, [])
+                    tries = attempts.setdefault(node, [])
                     tries.append(result)
                     if len(tries) <= retries:
-                        ready.appendleft(task)
+                        ready.appendleft((node, task))
                     else:
-                        report.failed[task] = tries
-                        report.skipped.extend(graph.descendants(task) - set(report.skipped))
+                        report.failed[task] = attempts.pop(node)
+                        report.skipped.extend(graph.descendants(node) - set(report.skipped))
         finally:
             for future in running:
                 future.cancel()

@@ -97,6 +97,7 @@ class LocalEngine(Engine):
         self._threads = ThreadPoolExecutor(self.cores, thread_name_prefix="abengine")
         self._processes: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._alone_lock = threading.Lock()
         self._scratch = Path(tempfile.mkdtemp(prefix="abengine-", dir=scratch))
         self._attempts = itertools.count(1)
         self._stopping = threading.Event()
@@ -173,8 +174,18 @@ class LocalEngine(Engine):
         try:
             value = pool.submit(_call_in_sandbox, payload, str(sandbox)).result()
         except BrokenProcessPool:
+            # Any task of the pool may have killed it; run this one alone to know.
             self._replace_broken(pool)
-            return TaskResult(task, ok=False, error="its worker process died (killed, or crashed)")
+            return self._run_alone(task, payload, sandbox)
+        return TaskResult(task, ok=True, value=value)
+
+    def _run_alone(self, task: PythonTask, payload: bytes, sandbox: Path) -> TaskResult:
+        """Run a task in a process of its own, so a crash is charged to the task that crashed."""
+        with self._alone_lock, ProcessPoolExecutor(1, mp_context=get_context("forkserver")) as solo:
+            try:
+                value = solo.submit(_call_in_sandbox, payload, str(sandbox)).result()
+            except BrokenProcessPool:
+                return TaskResult(task, ok=False, error="its process died (killed, or crashed)")
         return TaskResult(task, ok=True, value=value)
 
     def _process_pool(self) -> ProcessPoolExecutor:

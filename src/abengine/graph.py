@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from typing import Any
 import networkx as nx
 
 _ids = itertools.count(1)
+
+#: Characters of a failing program's stderr kept for the report.
+STDERR_TAIL = 2000
 
 #: The sandbox directory of the task running in this thread or process.
 _sandbox: contextvars.ContextVar[Path | None] = contextvars.ContextVar("sandbox", default=None)
@@ -100,6 +104,16 @@ class PythonTask(Task):
     def describe(self) -> str:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
         return f"task {self.id} ({name})"
+
+
+def describe_exit(code: int) -> str:
+    """'exit code 3' or 'killed by signal SIGKILL': how a program ended, for reports."""
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 @dataclass

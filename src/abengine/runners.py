@@ -21,9 +21,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from .graph import check_cancelled, current_sandbox
-
-STDERR_TAIL = 2000
+from .graph import STDERR_TAIL, check_cancelled, current_sandbox, describe_exit
 
 Cell = tuple[int, ...]
 
@@ -155,8 +153,6 @@ def exec_cells(
     timeout: float | None = None,
 ) -> BlockOut:
     """An executable per cell, `argv... fileA fileB`, in the sandbox; stripped stdout is the value."""
-    from .engines.local import describe_exit  # one wording of exit statuses everywhere
-
     sandbox = current_sandbox()
     argv = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
     paths = [a.paths() for a in axes]

@@ -108,13 +108,21 @@ class Grid:
         if self.block is not None:
             return self.block
         t = self.seconds_per_cell or self.measure(engine)
-        res = Resources(engine.slots, engine.dispatch_latency)
+        latency = max(engine.dispatch_latency, self.measured_latency)
+        res = Resources(engine.slots, latency)
         if len(self.sets) == 2:
             return choose_block(*self.shape, t, res, symmetric=self.symmetric)
         return (choose_batch(self.shape[0], t, res),)
 
+    #: Seconds a task costs beyond F itself on the engine in use, from the probe.
+    measured_latency = 0.0
+
     def measure(self, engine: Engine) -> float:
-        """Seconds per cell of F, timed on small blocks run by `engine` itself."""
+        """Seconds per cell of F, timed on small blocks run by `engine` itself.
+
+        Also records what the probe cost beyond F's own time (sandbox, dispatch,
+        collecting the result) as the engine's measured dispatch latency.
+        """
         if self.function.kind in ("builtin", "block"):
             sides = [KERNEL_PROBE] * len(self.sets)
             return self._time_probe(engine, sides) or 1e-6
@@ -135,8 +143,12 @@ class Grid:
         graph = TaskGraph()
         graph.add(task)
         timing: list[float] = []
+        start = time.perf_counter()
         engine.run(graph, lambda _t, r: timing.append(r.value.seconds), retries=0)
-        return max(timing[0], 1e-9) / math.prod(sides) if timing else None
+        if not timing:
+            return None
+        self.measured_latency = max(0.0, time.perf_counter() - start - timing[0])
+        return max(timing[0], 1e-9) / math.prod(sides)
 
     def grid(self, block: Key) -> Key:
         return tuple(math.ceil(n / b) for n, b in zip(self.shape, block))

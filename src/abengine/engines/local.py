@@ -25,11 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+from threadpoolctl import threadpool_limits
 
-from ..graph import File, PythonTask, Task, TaskResult, _sandbox, _stop
-from .base import Engine
-
-STDERR_TAIL = 2000  # characters of stderr kept in a result
+from ..graph import (
+    STDERR_TAIL,
+    File,
+    PythonTask,
+    Task,
+    TaskGraph,
+    TaskResult,
+    _sandbox,
+    _stop,
+    describe_exit,
+)
+from .base import Engine, OnResult, RunReport
 
 
 def safe_remote(name: str) -> str:
@@ -56,12 +65,12 @@ def collect_from(sandbox: Path, files: list[File]) -> str:
     missing = []
     for f in files:
         source = sandbox / safe_remote(f.remote)
-        if not source.is_file():
+        if source.is_symlink() or not source.is_file():  # a link could point anywhere
             missing.append(f.remote)
             continue
         f.local.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(source, f.local)
-    return f"outputs not produced: {', '.join(missing)}" if missing else ""
+    return f"outputs not produced (or not regular files): {', '.join(missing)}" if missing else ""
 
 
 def _call_in_sandbox(payload: bytes, sandbox: str) -> Any:
@@ -76,13 +85,18 @@ def _call_in_sandbox(payload: bytes, sandbox: str) -> Any:
         os.chdir("/")
 
 
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+def blas_threads(tasks_at_once: int) -> int:
+    """BLAS threads per task so that tasks × threads fills the machine without oversubscribing it.
+
+    Two tasks each running a two-thread matrix multiply on two cores run
+    slower than one thread each: the threads fight over the cores and caches.
+    """
+    return max(1, (os.cpu_count() or 1) // tasks_at_once)
+
+
+def _limit_blas(threads: int) -> None:
+    """Process-pool initializer: the same BLAS thread limit in every worker process."""
+    threadpool_limits(threads, user_api="blas")
 
 
 class LocalEngine(Engine):
@@ -105,6 +119,11 @@ class LocalEngine(Engine):
     # -- the Engine interface ---------------------------------------------
     def submit(self, task: Task) -> Future[TaskResult]:
         return self._threads.submit(self._attempt_task, task)
+
+    def run(self, graph: TaskGraph, on_result: OnResult, retries: int = 2) -> RunReport:
+        # Tasks on our threads share this process's BLAS: one slot's worth of threads each.
+        with threadpool_limits(blas_threads(self.cores), user_api="blas"):
+            return super().run(graph, on_result, retries)
 
     def shutdown(self) -> None:
         self._stopping.set()  # running cell loops give up at their next cell
@@ -192,7 +211,8 @@ class LocalEngine(Engine):
         with self._pool_lock:
             if self._processes is None:
                 self._processes = ProcessPoolExecutor(
-                    self.cores, mp_context=get_context("forkserver")
+                    self.cores, mp_context=get_context("forkserver"),
+                    initializer=_limit_blas, initargs=(blas_threads(self.cores),),
                 )
             return self._processes
 

@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/allpairs_vectors.py
 	$(PY) benchmarks/allpairs_executable.py
+	$(PY) benchmarks/h5_memory.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -233,3 +233,21 @@ def test_resume_recomputes_only_blocks_that_had_failures(tmp_path):
     with h5py.File(out, "r") as f:
         np.testing.assert_array_equal(f["result"][...], np.arange(36).reshape(6, 6))
         assert bool(f.attrs["complete"])
+
+
+def test_resume_without_a_block_size_cuts_the_stored_blocks(finished):
+    """The model may pick other blocks than the interrupted run did: resume must not care."""
+    listing, script, counter, out = finished
+    with h5py.File(out, "r+") as f:
+        reference = f["result"][...]
+        f["result"][0:2, 3:6] = -1  # block (0, 1) of the 2 x 3 blocking, as if never done
+        done = f["done"][...]
+        done[0, 1] = 0
+        f["done"][...] = done
+        f.attrs["complete"] = False
+    resumed = run_cli(listing, listing, script, "-o", out, "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert calls(counter) == 2 * 3  # that block only: no probe, no other block
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["result"][...], reference)
+        assert bool(f.attrs["complete"])

@@ -9,6 +9,7 @@ as it goes: `--resume` trusts only blocks marked there.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import time
@@ -273,6 +274,22 @@ class H5Sink(Sink):
     def abort(self) -> None:
         self._flush()
         self.file.close()
+
+
+def resumable_block(output: str | Path) -> tuple[int, ...] | None:
+    """The block shape an interrupted .h5 run used, so resuming cuts the same blocks."""
+    import h5py
+
+    path = Path(output)
+    for candidate in (part_path(path), path):
+        if candidate.exists():
+            try:
+                with h5py.File(candidate, "r") as f:
+                    stored = ast.literal_eval(str(f.attrs["block"]))
+                return tuple(int(b) for b in stored)
+            except (OSError, KeyError, ValueError, SyntaxError, TypeError):
+                return None  # opening the sink will say what is wrong with it
+    return None
 
 
 def open_sink(output: str | Path | None, shape: tuple[int, ...], dtype: np.dtype, *,

@@ -29,7 +29,15 @@ from ..models.allpairs import Resources, choose_batch, choose_block
 from ..progress import progress_bar
 from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
 from ..sets import ElementSet, load_set
-from ..storage import Sink, check_writable, fill_value, open_sink, output_kind, to_numeric
+from ..storage import (
+    Sink,
+    check_writable,
+    fill_value,
+    open_sink,
+    output_kind,
+    resumable_block,
+    to_numeric,
+)
 
 Key = tuple[int, ...]
 #: Probe blocks of a vectorised kernel: large enough to time it at speed.
@@ -257,8 +265,10 @@ class Grid:
         eng = make_engine(engine, cores)
         sink: Sink | None = None
         try:
-            block = self.choose_block(eng)
             to_h5 = output is not None and str(output) != "-" and output_kind(output) == "h5"
+            # Resuming cuts the blocks the interrupted run cut (no new probe to disagree).
+            stored = resumable_block(output) if resume and to_h5 and self.block is None else None
+            block = stored or self.choose_block(eng)
             sink = open_sink(
                 output, self.shape, dtype, names=[s.names for s in self.sets],
                 grid=self.grid(block), chunks=block, meta=self.meta(block) if to_h5 else {},

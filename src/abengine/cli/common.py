@@ -36,7 +36,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 
 def add_function_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", "--extra-args", default="", metavar="ARGS",
-                   help="extra arguments for an executable F, placed before the file names")
+                   help="extra arguments for an executable F, placed before the file names "
+                        "(write -e='-k 3' when they start with a dash)")
     p.add_argument("-f", "--extra-file", action="append", default=[], metavar="FILE",
                    help="an extra input file F needs, placed in its working directory "
                         "(repeatable)")
@@ -67,7 +68,8 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
         for failure in exc.failures:
             print(f"{prog}: {failure}", file=sys.stderr)
         kept = f"; the other results are in {exc.result}" if isinstance(exc.result, Path) else ""
-        print(f"{prog}: {len(exc.failures)} failed{kept}", file=sys.stderr)
+        noun = "failure" if len(exc.failures) == 1 else "failures"
+        print(f"{prog}: {len(exc.failures)} {noun}{kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished blocks of an .h5 output are kept for --resume",

@@ -133,7 +133,7 @@ def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = No
     """A Python function cell by cell; an exception fails that cell only."""
     fn = load_function(ref)
     elements = [a.elements() for a in axes]
-    order = list(all_cells(axes)) if cells is None else cells
+    order = all_cells(axes) if cells is None else cells
     values: list[Any] = []
     failures = []
     start = time.perf_counter()
@@ -156,7 +156,7 @@ def exec_cells(
     sandbox = current_sandbox()
     argv = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
     paths = [a.paths() for a in axes]
-    order = list(all_cells(axes)) if cells is None else cells
+    order = all_cells(axes) if cells is None else cells
     values: list[Any] = []
     failures = []
     start = time.perf_counter()

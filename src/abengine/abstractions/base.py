@@ -25,7 +25,13 @@ from ..engines import Engine, make_engine
 from ..errors import Failure, TaskFailures, UsageError
 from ..functions import Function, resolve_function
 from ..graph import Deferred, File, PythonTask, Task, TaskGraph, TaskResult
-from ..models.allpairs import Resources, choose_batch, choose_block
+from ..models.allpairs import (
+    MAX_BLOCK_CELLS,
+    MAX_PER_CELL_BLOCK,
+    Resources,
+    choose_batch,
+    choose_block,
+)
 from ..progress import progress_bar
 from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
 from ..sets import ElementSet, load_set
@@ -118,9 +124,11 @@ class Grid:
         t = self.seconds_per_cell or self.measure(engine)
         latency = max(engine.dispatch_latency, self.measured_latency)
         res = Resources(engine.slots, latency)
+        per_cell = self.function.kind in ("executable", "callable")
+        cap = MAX_PER_CELL_BLOCK if per_cell else MAX_BLOCK_CELLS
         if len(self.sets) == 2:
-            return choose_block(*self.shape, t, res, symmetric=self.symmetric)
-        return (choose_batch(self.shape[0], t, res),)
+            return choose_block(*self.shape, t, res, symmetric=self.symmetric, max_cells=cap)
+        return (choose_batch(self.shape[0], t, res, max_cells=cap),)
 
     #: Seconds a task costs beyond F itself on the engine in use, from the probe.
     measured_latency = 0.0
@@ -328,6 +336,18 @@ class Grid:
             ))
         return failures
 
+    def _numeric_block(self, raw: list[Any], dtype: np.dtype, shape: tuple[int, ...],
+                       origin: list[int]) -> np.ndarray:
+        """A complete block of raw values as numbers in one numpy call; the slow,
+        cell-naming path only when some value is not a number."""
+        try:
+            return np.array(raw, dtype=dtype).reshape(shape)
+        except (TypeError, ValueError):
+            cells = list(np.ndindex(*shape))
+            flat = to_numeric(raw, dtype, [False] * len(raw), lambda k: self.describe_cell(
+                [o + c for o, c in zip(origin, cells[k])]))
+            return flat.reshape(shape)
+
     def _place(self, key: Key, block: Key, out: BlockOut, sink: Sink) -> list[Failure]:
         """Store one finished block; return its per-cell failures."""
         bounds = self.bounds(key, block)
@@ -342,6 +362,8 @@ class Grid:
             failures.append(Failure(self.describe_cell(index), reason, stderr))
         if isinstance(out.values, np.ndarray) and out.cells is None:
             values = out.values.astype(dtype, copy=False)
+        elif out.cells is None and not out.failures and dtype.kind in "fiub":
+            values = self._numeric_block(out.values, dtype, shape, origin)
         else:
             cells = out.cells if out.cells is not None else list(np.ndindex(*shape))
             flat_failed = [bool(failed[c]) for c in cells]

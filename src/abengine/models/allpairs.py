@@ -22,8 +22,11 @@ HIDE_DISPATCH = 10
 TASKS_PER_SLOT = 4
 #: At most about this much F time per task (fine-grained progress and retries).
 MAX_TASK_SECONDS = 60.0
-#: At most this many cells per task (bounds the memory a result block takes).
+#: At most this many cells per task (bounds the memory a result block takes):
+#: a vectorised kernel's block is one array; a per-cell F's is a list of
+#: Python objects, many times larger per cell.
 MAX_BLOCK_CELLS = 1 << 22
+MAX_PER_CELL_BLOCK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,21 @@ def predict_seconds(tasks: int, cells_per_task: int, seconds_per_cell: float,
     return waves * per_task + res.dispatch_latency * min(tasks, res.slots)
 
 
-def cells_per_task(cells: int, seconds_per_cell: float, res: Resources) -> int:
+def cells_per_task(cells: int, seconds_per_cell: float, res: Resources,
+                   max_cells: int = MAX_BLOCK_CELLS) -> int:
     """The most cells one task should carry: enough to hide dispatch, few enough to balance."""
     t = max(seconds_per_cell, 1e-9)
     hide = HIDE_DISPATCH * res.dispatch_latency / t
     balance = cells / (TASKS_PER_SLOT * res.slots)
     c = max(hide, balance)
-    c = min(c, MAX_TASK_SECONDS / t, MAX_BLOCK_CELLS)
+    c = min(c, MAX_TASK_SECONDS / t, max_cells)
     return max(1, min(cells, int(c)))
 
 
-def choose_batch(n: int, seconds_per_cell: float, res: Resources) -> int:
+def choose_batch(n: int, seconds_per_cell: float, res: Resources,
+                 max_cells: int = MAX_BLOCK_CELLS) -> int:
     """Elements per task for a one-axis abstraction (Map): full waves of equal tasks."""
-    c = cells_per_task(n, seconds_per_cell, res)
+    c = cells_per_task(n, seconds_per_cell, res, max_cells)
     tasks = math.ceil(math.ceil(n / c) / res.slots) * res.slots
     return math.ceil(n / min(tasks, n))
 
@@ -88,7 +93,7 @@ TIE = 0.02
 
 
 def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
-                 symmetric: bool = False) -> tuple[int, int]:
+                 symmetric: bool = False, max_cells: int = MAX_BLOCK_CELLS) -> tuple[int, int]:
     """Block height × width for an n×m All-Pairs (square when symmetric).
 
     Among block shapes no larger than `cells_per_task` allows, take the one the
@@ -97,7 +102,7 @@ def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
     with fewer tasks.
     """
     cells = n * (n + 1) // 2 if symmetric else n * m
-    c = cells_per_task(cells, seconds_per_cell, res)
+    c = cells_per_task(cells, seconds_per_cell, res, max_cells)
     candidates: set[tuple[int, int]] = set()
     root = math.isqrt(c)
     near_root = {max(1, int(root * f)) for f in (0.25, 0.35, 0.5, 0.7, 1, 1.4, 2, 2.8, 4)}

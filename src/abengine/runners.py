@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from . import process
 from .graph import STDERR_TAIL, check_cancelled, current_sandbox, describe_exit
 
 Cell = tuple[int, ...]
@@ -129,59 +129,73 @@ def run_kernel(ref: bytes | str, axes: list[Axis], on_files: bool = False) -> Bl
     return BlockOut(values, seconds=seconds)
 
 
-def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = None) -> BlockOut:
-    """A Python function cell by cell; an exception fails that cell only."""
-    fn = load_function(ref)
-    elements = [a.elements() for a in axes]
-    order = all_cells(axes) if cells is None else cells
+class CellFailed(Exception):
+    """F failed on one cell: why, and the tail of what it said on stderr."""
+
+    def __init__(self, reason: str, stderr: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.stderr = reason, stderr
+
+
+def each_cell(order: Iterable[Cell], compute: Callable[[Cell], Any]) -> BlockOut:
+    """F on every cell in `order`; a `CellFailed` fails that cell only."""
     values: list[Any] = []
     failures = []
     start = time.perf_counter()
     for cell in order:
         check_cancelled()
         try:
-            values.append(fn(*(elements[k][i] for k, i in enumerate(cell))))
-        except Exception as exc:
+            values.append(compute(cell))
+        except CellFailed as failed:
             values.append(None)
+            failures.append((cell, failed.reason, failed.stderr))
+    return BlockOut(values, failures, seconds=time.perf_counter() - start)
+
+
+def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = None) -> BlockOut:
+    """A Python function cell by cell; an exception fails that cell only."""
+    fn = load_function(ref)
+    elements = [a.elements() for a in axes]
+
+    def compute(cell: Cell) -> Any:
+        try:
+            return fn(*(elements[k][i] for k, i in enumerate(cell)))
+        except Exception as exc:
             tail = "".join(traceback.format_exception(exc)[-3:])[-STDERR_TAIL:]
-            failures.append((cell, f"raised {type(exc).__name__}: {exc}", tail))
-    return BlockOut(values, failures, cells, time.perf_counter() - start)
+            raise CellFailed(f"raised {type(exc).__name__}: {exc}", tail) from None
+
+    out = each_cell(all_cells(axes) if cells is None else cells, compute)
+    out.cells = cells
+    return out
 
 
 def exec_cells(
     argv: list[str], axes: list[Axis], cells: list[Cell] | None = None,
     timeout: float | None = None,
 ) -> BlockOut:
-    """An executable per cell, `argv... fileA fileB`, in the sandbox; stripped stdout is the value."""
+    """An executable per cell, `argv... fileA fileB`, in the sandbox; stripped stdout is the value.
+
+    A call that outlives `timeout` seconds is killed with everything it started.
+    """
     sandbox = current_sandbox()
     argv = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
     paths = [a.paths() for a in axes]
-    order = all_cells(axes) if cells is None else cells
-    values: list[Any] = []
-    failures = []
-    start = time.perf_counter()
-    for cell in order:
-        check_cancelled()
-        args = argv + [paths[k][i] for k, i in enumerate(cell)]
+
+    def compute(cell: Cell) -> str:
         try:
-            proc = subprocess.run(
-                args, cwd=sandbox, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            values.append(None)
-            failures.append((cell, f"took longer than {timeout:g} s", ""))
-            continue
+            done = process.run(argv + [paths[k][i] for k, i in enumerate(cell)], sandbox, timeout)
         except OSError as exc:
-            values.append(None)
-            failures.append((cell, f"could not start: {exc.strerror}", ""))
-            continue
-        stderr = proc.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
-        if proc.returncode != 0:
-            values.append(None)
-            failures.append((cell, describe_exit(proc.returncode), stderr))
-        else:
-            values.append(proc.stdout.decode("utf-8", "replace").strip())
-    return BlockOut(values, failures, cells, time.perf_counter() - start)
+            raise CellFailed(f"could not start: {exc.strerror}") from None
+        stderr = done.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
+        if done.returncode is None:
+            raise CellFailed(f"killed after the time limit of {timeout:g} s", stderr)
+        if done.returncode != 0:
+            raise CellFailed(describe_exit(done.returncode), stderr)
+        return done.stdout.decode("utf-8", "replace").strip()
+
+    out = each_cell(all_cells(axes) if cells is None else cells, compute)
+    out.cells = cells
+    return out
 
 
 def sandbox_name(prefix: str, index: int, path: Path) -> str:

@@ -42,7 +42,8 @@ def allpairs(A: Any, B: Any, F: Any, *, output: str | Path | None = None, resume
     (`abengine.vectorized(f)` or `vectorized=True`), "module:function", or an
     executable called `F [extra_args] fileA fileB`.
     Options: block=(x, y), seconds_per_cell, symmetric, extra_args,
-    extra_files, dtype. Returns the array, or the output's path when given.
+    extra_files, dtype, timeout (seconds per call of an executable F).
+    Returns the array, or the output's path when given.
     """
     job = AllPairs(A, B, F, **options)
     return job.run(output, resume=resume, engine=engine, cores=cores, retries=retries,

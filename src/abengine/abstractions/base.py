@@ -69,12 +69,17 @@ class Grid:
         symmetric: bool = False,
         vectorized: bool = False,
         dtype: Any = None,
+        timeout: float | None = None,
     ) -> None:
         self.sets = list(sets)
         self.function: Function = resolve_function(F, extra_args, vectorized)
         self.extra_files = [_checked_extra_file(p) for p in extra_files]
         self.symmetric = symmetric
         self.seconds_per_cell = _positive(seconds_per_cell, "seconds per cell (-t)", float)
+        self.timeout = _positive(timeout, "timeout", float)
+        if self.timeout is not None and self.function.kind != "executable":
+            raise UsageError("timeout applies to an executable F (a Python call cannot be "
+                             "stopped without its process)")
         self.block = self._checked_block(block)
         self.dtype = _checked_dtype(dtype)
         self._check_function_fits_sets()
@@ -194,7 +199,8 @@ class Grid:
             if f.ship:
                 inputs.append(File(Path(f.executable), Path(f.executable).name))
                 program = "./" + Path(f.executable).name
-            fn, args, gil_free = exec_cells, ([program, *f.extra_args], axes, cells), True
+            fn, args, gil_free = (
+                exec_cells, ([program, *f.extra_args], axes, cells, self.timeout), True)
         elif f.kind == "callable":
             fn, args, gil_free = call_cells, (f.pickled, axes, cells), False
         elif f.kind == "block":

@@ -65,7 +65,7 @@ def _run(args) -> int:
     job = AllPairs(
         args.set_a, args.set_b, args.function, extra_args=extra_args(args.extra_args),
         extra_files=args.extra_file, block=block, seconds_per_cell=args.seconds_per_cell,
-        symmetric=args.symmetric,
+        symmetric=args.symmetric, timeout=args.timeout,
     )
     if args.predict:
         return _predict(job, args)

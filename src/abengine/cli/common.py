@@ -43,6 +43,9 @@ def add_function_options(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
     p.add_argument("-t", "--seconds-per-cell", type=float, metavar="S",
                    help="estimated seconds per call of F (default: measured)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds one call of an executable F may take; a call that takes longer "
+                        "is killed (with what it started) and reported as failed")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the result to FILE (.txt, .npy or .h5) instead of stdout")
     p.add_argument("--resume", action="store_true",

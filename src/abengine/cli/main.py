@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def _map(args: argparse.Namespace) -> int:
     job = Map(args.set, args.function, extra_args=extra_args(args.extra_args),
               extra_files=args.extra_file, block=args.batch,
-              seconds_per_cell=args.seconds_per_cell)
+              seconds_per_cell=args.seconds_per_cell, timeout=args.timeout)
     job.run(args.output or "-", resume=args.resume, engine=args.engine, cores=args.cores,
             retries=args.retries, progress=not args.quiet)
     return 0

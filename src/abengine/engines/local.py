@@ -13,8 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,6 +25,7 @@ from typing import Any
 import cloudpickle
 from threadpoolctl import threadpool_limits
 
+from .. import process
 from ..graph import (
     STDERR_TAIL,
     File,
@@ -127,6 +126,7 @@ class LocalEngine(Engine):
 
     def shutdown(self) -> None:
         self._stopping.set()  # running cell loops give up at their next cell
+        process.kill_all(self._stopping)  # and the programs they are waiting on end now
         self._threads.shutdown(wait=True, cancel_futures=True)
         if self._processes is not None:
             self._processes.shutdown(wait=True, cancel_futures=True)
@@ -136,6 +136,7 @@ class LocalEngine(Engine):
     def _attempt_task(self, task: Task) -> TaskResult:
         sandbox = self._scratch / f"t{task.id}.{next(self._attempts)}"
         start = time.perf_counter()
+        stop_token = _stop.set(self._stopping)  # what this task starts, this engine may stop
         try:
             sandbox.mkdir()
             link_into(sandbox, task.inputs)
@@ -150,43 +151,28 @@ class LocalEngine(Engine):
         except Exception as exc:  # an attempt's failure is a result, never an exception
             result = TaskResult(task, ok=False, error=f"{type(exc).__name__}: {exc}")
         finally:
+            _stop.reset(stop_token)
             shutil.rmtree(sandbox, ignore_errors=True)
         result.elapsed = time.perf_counter() - start
         return result
 
     def _run_command(self, task: Task, sandbox: Path) -> TaskResult:
-        proc = subprocess.Popen(
-            task.command,
-            shell=True,
-            cwd=sandbox,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=task.wall_time)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            return TaskResult(
-                task, ok=False, exit_code=None, stdout=_text(out), stderr=_text(err)[-STDERR_TAIL:],
-                error=f"wall time of {task.wall_time:g} s exceeded",
-            )
-        ok = proc.returncode == 0
-        return TaskResult(
-            task, ok=ok, exit_code=proc.returncode, stdout=_text(out),
-            stderr=_text(err)[-STDERR_TAIL:], error="" if ok else describe_exit(proc.returncode),
-        )
+        done = process.run(task.command, sandbox, task.wall_time, shell=True)
+        out, err = _text(done.stdout), _text(done.stderr)[-STDERR_TAIL:]
+        if done.returncode is None:
+            return TaskResult(task, ok=False, stdout=out, stderr=err,
+                              error=f"wall time of {task.wall_time:g} s exceeded")
+        ok = done.returncode == 0
+        return TaskResult(task, ok=ok, exit_code=done.returncode, stdout=out, stderr=err,
+                          error="" if ok else describe_exit(done.returncode))
 
     def _run_python(self, task: PythonTask, sandbox: Path) -> TaskResult:
         if task.gil_free:
-            tokens = _sandbox.set(sandbox), _stop.set(self._stopping)
+            token = _sandbox.set(sandbox)
             try:
                 value = task.fn(*task.args)
             finally:
-                _sandbox.reset(tokens[0])
-                _stop.reset(tokens[1])
+                _sandbox.reset(token)
             return TaskResult(task, ok=True, value=value)
         payload = cloudpickle.dumps((task.fn, task.args))
         pool = self._process_pool()

@@ -6,13 +6,13 @@ import argparse
 import sys
 
 from ..abstractions import AllPairs
-from ..engines import make_engine
 from ..functions import BUILTINS
 from ..models.allpairs import Resources, block_tasks, predict_block
 from .common import (
     Parser,
     add_engine_options,
     add_function_options,
+    engine_from,
     extra_args,
     run_command,
 )
@@ -69,14 +69,15 @@ def _run(args) -> int:
     )
     if args.predict:
         return _predict(job, args)
-    job.run(args.output or "-", resume=args.resume, engine=args.engine, cores=args.cores,
-            retries=args.retries, progress=not args.quiet)
+    with engine_from(args) as engine:
+        job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
+                progress=not args.quiet)
     return 0
 
 
 def _predict(job: AllPairs, args) -> int:
     """The model's predicted time for square blocks of doubling sides."""
-    with make_engine(args.engine, args.cores) as engine:
+    with engine_from(args) as engine:
         t = job.seconds_per_cell or job.measure(engine)
         res = Resources(engine.slots, engine.dispatch_latency)
         chosen = job.block or job.choose_block(engine)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..engines import Engine, make_engine
 from ..errors import TaskFailures, UsageError
 
 EXIT_INTERRUPTED = 130
@@ -26,9 +27,16 @@ class Parser(argparse.ArgumentParser):
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", default="local", choices=["local"],
-                   help="where tasks run (default: local, all cores of this machine)")
-    g.add_argument("--cores", type=int, metavar="N", help="cores to use (default: all)")
+    g.add_argument("--engine", default="local", choices=["local", "workqueue"],
+                   help="where tasks run: local (all cores of this machine, the default) or "
+                        "workqueue (a master that workers connect to)")
+    g.add_argument("--cores", type=int, metavar="N",
+                   help="cores to use (local: default all; workqueue: cores per worker)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="workqueue: start N workers on this machine (and remove them after)")
+    g.add_argument("--port", type=int, metavar="P",
+                   help="workqueue: listen on port P (default: any free port); without "
+                        "--workers, print the command that starts workers by hand")
     g.add_argument("--retries", type=int, default=2, metavar="N",
                    help="extra attempts for a task that fails (default: 2)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -51,6 +59,13 @@ def add_function_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: compute only blocks missing from the .h5 "
                         "output")
+
+
+def engine_from(args: argparse.Namespace) -> Engine:
+    """The engine the engine options ask for (the caller shuts it down)."""
+    if args.engine == "local" and (args.workers is not None or args.port is not None):
+        raise UsageError("--workers and --port go with --engine workqueue")
+    return make_engine(args.engine, args.cores, args.workers, args.port)
 
 
 def extra_args(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""`abengine SUBCOMMAND`: the umbrella command (map, allpairs, builtins)."""
+"""`abengine SUBCOMMAND`: the umbrella command (map, allpairs, worker, status, builtins)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .common import (
     Parser,
     add_engine_options,
     add_function_options,
+    engine_from,
     extra_args,
     run_command,
 )
@@ -33,6 +34,10 @@ def build_parser() -> Parser:
     add_function_options(m)
     add_engine_options(m)
     sub.add_parser("allpairs", help="same as the `allpairs` command", add_help=False)
+    sub.add_parser("worker", help="run tasks for a master: abengine worker HOST PORT",
+                   add_help=False)
+    sub.add_parser("status", help="workers and tasks of a master: abengine status HOST PORT",
+                   add_help=False)
     sub.add_parser("builtins", help="list the builtin functions")
     return p
 
@@ -41,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["allpairs"]:
         return allpairs_cli.main(argv[1:])
+    if argv[:1] == ["worker"]:
+        from ..workqueue.worker import main as worker_main
+
+        return worker_main(argv[1:])
+    if argv[:1] == ["status"]:
+        from ..workqueue.status import main as status_main
+
+        return status_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "map":
@@ -49,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for builtin in BUILTINS.values():
             print(f"{builtin.name:<12} {builtin.help}")
         return 0
-    print("abengine: error: say which command: map, allpairs or builtins "
+    print("abengine: error: say which command: map, allpairs, worker, status or builtins "
           "(see abengine --help)", file=sys.stderr)
     return 2
 
@@ -58,6 +71,7 @@ def _map(args: argparse.Namespace) -> int:
     job = Map(args.set, args.function, extra_args=extra_args(args.extra_args),
               extra_files=args.extra_file, block=args.batch,
               seconds_per_cell=args.seconds_per_cell, timeout=args.timeout)
-    job.run(args.output or "-", resume=args.resume, engine=args.engine, cores=args.cores,
-            retries=args.retries, progress=not args.quiet)
+    with engine_from(args) as engine:
+        job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
+                progress=not args.quiet)
     return 0

@@ -1,0 +1,637 @@
+"""The Work Queue master: a port that workers connect to, and a queue of file tasks.
+
+    q = WorkQueue(port=0)
+    t = Task("sort in.txt > out.txt")
+    t.add_input("data.txt", "in.txt")
+    t.add_output("out.txt", "sorted.txt")
+    q.submit(t)
+    print(q.worker_command(cores=1))       # start workers with this, anywhere
+    done = q.wait(timeout=60)              # a finished Task, or None
+
+One I/O thread owns every socket and all scheduling state (selectors, no
+locks on the hot path); the caller's threads talk to it through an inbox and
+a wake-up socketpair. Inputs are sent once per worker by content hash; each
+output arrives as a temporary file and is moved into place only when the
+task's result arrives from the worker that currently owns it, so a task
+finishes exactly once even when a worker is lost or a copy runs twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import itertools
+import os
+import queue
+import selectors
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .auth import load_secret, new_secret
+from .cache import safe_name
+from .protocol import (
+    NEED_DATA,
+    Authenticated,
+    BadAuth,
+    Bye,
+    Closed,
+    Connection,
+    Data,
+    EndOfData,
+    Heartbeat,
+    Input,
+    Kill,
+    Output,
+    ProtocolError,
+    Put,
+    Refused,
+    Result,
+    Role,
+    StatusReply,
+    StatusRequest,
+    Welcome,
+)
+from .protocol import Task as TaskMessage
+
+CHUNK = 1 << 20
+HANDSHAKE_SECONDS = 10.0
+
+WAITING, RUNNING, DONE, FAILED, CANCELLED = "waiting", "running", "done", "failed", "cancelled"
+
+
+@dataclass(eq=False)
+class Task:
+    """A command run in a worker's sandbox, with files in and files out (CCTools' names)."""
+
+    command: str
+    inputs: list[tuple[Path, str, bool]] = field(default_factory=list)
+    outputs: list[tuple[str, Path]] = field(default_factory=list)
+    cores: int = 1
+    wall_time: float | None = None
+    tag: object = None
+    # -- filled in by the queue ------------------------------------------------
+    id: int = 0
+    state: str = WAITING
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str = ""
+    elapsed: float = 0.0
+    worker: str = ""
+    attempts: list[str] = field(default_factory=list)  # why each failed attempt failed
+
+    def add_input(self, local: str | Path, remote: str | None = None, cache: bool = True) -> None:
+        local = Path(local)
+        self.inputs.append((local, safe_name(remote or local.name), cache))
+
+    def add_output(self, remote: str, local: str | Path) -> None:
+        self.outputs.append((safe_name(remote), Path(local)))
+
+    @property
+    def ok(self) -> bool:
+        return self.state == DONE and self.exit_code == 0
+
+
+class _Peer:
+    """One connection: a worker, or a status client, or not yet authenticated."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, sock: socket.socket, conn: Connection, address: str) -> None:
+        self.id = next(self.ids)
+        self.sock, self.conn, self.address = sock, conn, address
+        # What to send, in order: encoded bytes, a message to encode when its turn comes
+        # (after any file streamed before it), or [file, bytes still to stream].
+        self.out: collections.deque = collections.deque()
+        self.opened = time.monotonic()
+        self.heard = self.opened
+        self.worker = False
+        self.cores = self.free = 0
+        self.name = address
+        self.running: set[int] = set()
+        self.cached: set[str] = set()
+        self.failures = 0  # consecutive failed attempts: a worker that keeps failing is set aside
+        self.receiving: tuple | None = None  # (task id, name, temp path, file) during an Output
+        self.received: dict[int, dict[str, Path]] = {}
+        self.closing = False
+
+
+class WorkQueue:
+    def __init__(self, port: int = 0, host: str = "", secret: bytes | None = None,
+                 password_file: str | Path | None = None, heartbeat: float = 5.0,
+                 retries: int = 3, speculate: bool = True) -> None:
+        # The secret is what a password file holds, byte for byte; made up per run if not given.
+        if password_file is not None:
+            secret = load_secret(Path(password_file))
+        self.secret = secret or new_secret().hex().encode()
+        self.heartbeat = heartbeat
+        self.retries = retries
+        self.speculate = speculate
+        self._listener = socket.create_server((host, port), reuse_port=False, backlog=1024)
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        self._scratch = Path(tempfile.mkdtemp(prefix="abengine-master-"))
+        self._secret_file = self._scratch / "secret"
+        fd = os.open(self._secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:  # readable by this user only: argv would show it in ps
+            f.write(self.secret)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._finished: queue.Queue[Task] = queue.Queue()
+        self._ids = itertools.count(1)
+        self._tasks: dict[int, Task] = {}  # every task not yet returned by wait()
+        self._waiting: collections.deque[int] = collections.deque()
+        self._owners: dict[int, set[int]] = {}  # task id -> peers running a copy of it
+        self._started: dict[int, float] = {}
+        self._durations: list[float] = []
+        self._peers: dict[int, _Peer] = {}
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._futures: dict[int, Future] = {}
+        self._stats = collections.Counter()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="abengine-master", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side ---------------------------------------------------------
+    def submit(self, task: Task, _future: Future | None = None) -> int:
+        """Queue a task; returns its id. Inputs are hashed here, in the caller's thread."""
+        if self._closed:
+            raise RuntimeError("the queue is closed")
+        for local, _, _ in task.inputs:
+            self._hash(local)
+        task.id = next(self._ids)
+        task.state = WAITING
+        self._tasks[task.id] = task
+        self._call("submit", (task, _future))
+        return task.id
+
+    def submit_future(self, task: Task) -> Future[Task]:
+        """Queue a task; the future's result is the finished task (whatever its exit code).
+
+        Such a task is never returned by wait(); cancelling the future cancels the task.
+        """
+        future: Future[Task] = Future()
+        future.set_running_or_notify_cancel()
+        self.submit(task, future)
+        return future
+
+    def wait(self, timeout: float | None = None) -> Task | None:
+        """The next finished task (done, failed or cancelled), or None after `timeout` seconds."""
+        try:
+            task = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self._tasks.pop(task.id, None)
+        return task
+
+    def empty(self) -> bool:
+        """No task waiting, running, or finished but not yet returned by wait()."""
+        return not self._tasks
+
+    def cancel(self, task_id: int) -> None:
+        self._call("cancel", task_id)
+
+    def worker_command(self, cores: int = 1, host: str = "127.0.0.1") -> list[str]:
+        """The argv that starts a worker for this queue, the secret passed as a file (not argv)."""
+        return [sys.executable, "-m", "abengine.workqueue.worker", host, str(self.port),
+                "--cores", str(cores), "--password-file", str(self._secret_file)]
+
+    def stats(self) -> dict:
+        box: queue.Queue = queue.Queue()
+        self._call("stats", box)
+        return box.get(timeout=10)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._call("close", None)
+        self._thread.join(timeout=10)
+        self._selector.close()
+        for s in (self._listener, self._wake_r, self._wake_w):
+            s.close()
+        for name in os.listdir(self._scratch):
+            os.unlink(self._scratch / name)
+        os.rmdir(self._scratch)
+
+    def __enter__(self) -> WorkQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, what: str, arg: object) -> None:
+        self._inbox.put((what, arg))
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"x")
+
+    def _hash(self, path: Path) -> str:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        digest = self._hashes.get(key)
+        if digest is None:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+            digest = self._hashes[key] = h.hexdigest()
+        return digest
+
+    # -- the I/O thread ------------------------------------------------------------
+    def _loop(self) -> None:
+        next_tick = time.monotonic() + self.heartbeat
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            for key, mask in self._selector.select(timeout):
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_r.recv(4096)
+                    if self._drain_inbox():
+                        self._shutdown()
+                        return
+                else:
+                    peer = key.data
+                    try:
+                        if mask & selectors.EVENT_READ:
+                            self._read(peer)
+                        if mask & selectors.EVENT_WRITE and peer.id in self._peers:
+                            self._write(peer)
+                    except Exception as exc:  # a fault with one peer must not stop the master
+                        self._drop(peer, f"internal error: {type(exc).__name__}: {exc}")
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + self.heartbeat
+            self._dispatch()
+
+    def _drain_inbox(self) -> bool:
+        while True:
+            try:
+                what, arg = self._inbox.get_nowait()
+            except queue.Empty:
+                return False
+            if what == "submit":
+                task, future = arg
+                if future is not None:
+                    self._futures[task.id] = future
+                if task.state == WAITING:  # not cancelled before the loop saw it
+                    self._waiting.append(task.id)
+                self._stats["submitted"] += 1
+            elif what == "cancel":
+                self._cancel(arg)
+            elif what == "stats":
+                arg.put(self._status())
+            elif what == "close":
+                return True
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, OSError):
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = _Peer(sock, Connection(Role.MASTER, self.secret), f"{address[0]}:{address[1]}")
+            self._peers[peer.id] = peer
+            self._selector.register(sock, selectors.EVENT_READ, peer)
+            self._send(peer, peer.conn.start())
+
+    # reading ----------------------------------------------------------------------
+    def _read(self, peer: _Peer) -> None:
+        try:
+            data = peer.sock.recv(CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        peer.heard = time.monotonic()
+        try:
+            peer.conn.receive_data(data)
+            while peer.id in self._peers:
+                event = peer.conn.next_event()
+                if event is NEED_DATA:
+                    break
+                self._handle(peer, event)
+        except ProtocolError as exc:
+            self._drop(peer, f"protocol error: {exc}")
+
+    def _handle(self, peer: _Peer, event: object) -> None:
+        if isinstance(event, Authenticated):
+            hello = event.hello
+            if hello.role == "worker":
+                peer.worker = True
+                peer.cores = peer.free = max(1, int(hello.cores))
+                peer.name = f"{hello.name}:{hello.pid} ({peer.address})"
+                peer.cached = set(hello.cached)
+                self._stats["workers_joined"] += 1
+            self._send(peer, Welcome(worker_id=peer.id, heartbeat=self.heartbeat))
+        elif isinstance(event, BadAuth):
+            self._send(peer, Refused(reason="authentication failed"))
+            self._stats["refused"] += 1
+            peer.closing = True
+        elif isinstance(event, Output):
+            fd, path = tempfile.mkstemp(dir=self._scratch, prefix=f"t{event.id}-")
+            peer.receiving = (event.id, event.name, Path(path), os.fdopen(fd, "wb"))  # noqa: SIM115
+        elif isinstance(event, Data):
+            if peer.receiving is not None:
+                peer.receiving[3].write(event.chunk)
+        elif isinstance(event, EndOfData):
+            if peer.receiving is not None:
+                task_id, name, path, f = peer.receiving
+                f.close()
+                peer.received.setdefault(task_id, {})[name] = path
+                peer.receiving = None
+        elif isinstance(event, Result):
+            self._result(peer, event)
+        elif isinstance(event, StatusRequest):
+            self._send(peer, StatusReply(fields=self._status()))
+        elif isinstance(event, Heartbeat):
+            pass
+        elif isinstance(event, (Bye, Closed)):
+            self._drop(peer, getattr(event, "reason", "") or "disconnected")
+        else:
+            self._drop(peer, f"unexpected {type(event).__name__}")
+
+    def _result(self, peer: _Peer, result: Result) -> None:
+        files = peer.received.pop(result.id, {})
+        peer.running.discard(result.id)
+        task = self._tasks.get(result.id)
+        owners = self._owners.get(result.id, set())
+        if task is None or task.state != RUNNING or peer.id not in owners:
+            _discard(files)  # a copy that lost the race, or a task cancelled meanwhile
+            return
+        peer.free = min(peer.cores, peer.free + task.cores)
+        owners.discard(peer.id)
+        if result.error:
+            peer.failures += 1
+            _discard(files)
+            self._attempt_failed(task, f"on {peer.name}: {result.error}")
+            if peer.failures >= 5:
+                self._drop(peer, "set aside: its last 5 attempts failed")
+            return
+        peer.failures = 0
+        for remote, local in task.outputs:
+            source = files.pop(remote, None)
+            if source is not None:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, local)
+        _discard(files)
+        self._stop_copies(task)
+        elapsed = time.monotonic() - self._started.pop(task.id, time.monotonic())
+        self._durations.append(elapsed)
+        task.exit_code, task.signal = result.exit_code, result.signal
+        task.stdout, task.stderr, task.elapsed = result.stdout, result.stderr, result.elapsed
+        task.worker = peer.name
+        self._finish(task, DONE)
+
+    # writing ----------------------------------------------------------------------
+    def _send(self, peer: _Peer, message: object) -> None:
+        """Queue a message (or encoded bytes); it is encoded when the socket reaches it."""
+        peer.out.append(message)
+        self._want_write(peer)
+
+    def _send_to(self, peer_id: int, message: object) -> None:
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            self._send(peer, message)
+
+    def _send_file(self, peer: _Peer, path: Path, digest: str) -> None:
+        size = path.stat().st_size
+        self._stats["puts"] += 1
+        self._stats["bytes_sent"] += size
+        self._send(peer, Put(hash=digest, size=size))
+        if size:
+            peer.out.append([open(path, "rb"), size])  # noqa: SIM115 - closed when sent or dropped
+
+    def _want_write(self, peer: _Peer) -> None:
+        self._selector.modify(peer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)
+
+    def _write(self, peer: _Peer) -> None:
+        try:
+            while peer.out:
+                item = peer.out[0]
+                if isinstance(item, list):  # a file being streamed
+                    f, remaining = item
+                    chunk = f.read(min(CHUNK, remaining))
+                    if not chunk:
+                        raise OSError("an input file shrank while it was being sent")
+                    data = peer.conn.send_data(chunk)
+                    item[1] -= len(chunk)
+                    if item[1] == 0:
+                        f.close()
+                        peer.out.popleft()
+                    peer.out.appendleft(data)
+                    continue
+                if not isinstance(item, (bytes, bytearray, memoryview)):
+                    item = peer.out[0] = peer.conn.send(item)
+                sent = peer.sock.send(item)
+                if sent < len(item):
+                    peer.out[0] = item[sent:]
+                    return
+                peer.out.popleft()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._drop(peer, exc.strerror or str(exc))
+            return
+        if peer.closing:
+            self._drop(peer, "closed by the master")
+            return
+        self._selector.modify(peer.sock, selectors.EVENT_READ, peer)
+
+    # scheduling -------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        # A worker may hold one task per core queued beyond its running ones, so the next
+        # task is already there when one ends (no idle round trip): `free` goes down to -cores.
+        workers = [p for p in self._peers.values()
+                   if p.worker and not p.closing and p.free > -p.cores]
+        if not workers:
+            return
+        skipped: list[int] = []
+        while self._waiting and workers:
+            task = self._tasks.get(self._waiting.popleft())
+            if task is None or task.state != WAITING:
+                continue
+            worker = max((w for w in workers if w.free + w.cores >= task.cores), default=None,
+                         key=lambda w: w.free)
+            if worker is None:
+                skipped.append(task.id)
+                if len(skipped) > 1000:
+                    break
+                continue
+            self._start(task, worker)
+            if worker.free <= -worker.cores:
+                workers.remove(worker)
+        self._waiting.extendleft(reversed(skipped))
+        if self.speculate and not self._waiting:
+            idle = [w for w in workers if w.free > 0]
+            if idle:
+                self._speculate(idle)
+
+    def _start(self, task: Task, worker: _Peer) -> None:
+        inputs = []
+        try:
+            for local, remote, cache in task.inputs:
+                digest = self._hash(local)
+                if digest not in worker.cached:
+                    self._send_file(worker, local, digest)
+                    worker.cached.add(digest)
+                inputs.append(Input(hash=digest, name=remote, cache=cache,
+                                    executable=os.access(local, os.X_OK)))
+        except OSError as exc:
+            task.error = f"input unreadable: {exc}"
+            self._finish(task, FAILED)
+            return
+        task.state = RUNNING
+        worker.free -= task.cores
+        worker.running.add(task.id)
+        self._owners.setdefault(task.id, set()).add(worker.id)
+        self._started.setdefault(task.id, time.monotonic())
+        self._send(worker, TaskMessage(
+            id=task.id, command=task.command, inputs=inputs,
+            outputs=[remote for remote, _ in task.outputs], cores=task.cores,
+            wall_time=task.wall_time))
+        self._stats["dispatched"] += 1
+
+    def _speculate(self, idle: list[_Peer]) -> None:
+        """Run a second copy of a straggler once enough tasks finished to know normal times."""
+        if len(self._durations) < 20:
+            return
+        typical = statistics.median(self._durations[-200:])
+        now = time.monotonic()
+        for task_id, started in list(self._started.items()):
+            owners = self._owners.get(task_id, set())
+            task = self._tasks.get(task_id)
+            if task is None or len(owners) != 1 or now - started < max(3 * typical, 1.0):
+                continue
+            candidates = [w for w in idle if w.id not in owners and w.free >= task.cores]
+            if not candidates:
+                return
+            self._stats["speculative"] += 1
+            self._start(task, candidates[0])
+            if candidates[0].free == 0:
+                idle.remove(candidates[0])
+
+    def _attempt_failed(self, task: Task, why: str) -> None:
+        task.attempts.append(why)
+        if self._owners.get(task.id):
+            return  # another copy is still running
+        self._owners.pop(task.id, None)
+        self._started.pop(task.id, None)
+        if len(task.attempts) > self.retries:
+            task.error = why
+            self._finish(task, FAILED)
+        else:
+            task.state = WAITING
+            self._waiting.appendleft(task.id)
+
+    def _stop_copies(self, task: Task) -> None:
+        """Kill every running copy of a task and give their cores back."""
+        for owner in self._owners.pop(task.id, set()):
+            self._send_to(owner, Kill(id=task.id))
+            peer = self._peers.get(owner)
+            if peer is not None:
+                peer.free = min(peer.cores, peer.free + task.cores)
+                peer.running.discard(task.id)
+
+    def _cancel(self, task_id: int) -> None:
+        task = self._tasks.get(task_id)
+        if task is None or task.state not in (WAITING, RUNNING):
+            return
+        self._stop_copies(task)
+        self._started.pop(task_id, None)
+        self._finish(task, CANCELLED)
+
+    def _finish(self, task: Task, state: str) -> None:
+        task.state = state
+        self._stats[state] += 1
+        future = self._futures.pop(task.id, None)
+        if future is not None:
+            self._tasks.pop(task.id, None)
+            future.set_result(task)
+        else:
+            self._finished.put(task)
+
+    def _tick(self) -> None:
+        """Heartbeats out; peers silent too long, or stuck in the handshake, are dropped."""
+        now = time.monotonic()
+        for peer in list(self._peers.values()):
+            if not peer.worker and peer.conn.state.name == "HANDSHAKE":
+                if now - peer.opened > HANDSHAKE_SECONDS:
+                    self._drop(peer, "no handshake in time")
+                continue
+            if now - peer.heard > 3 * self.heartbeat:
+                self._drop(peer, "no heartbeat")
+            elif peer.worker:
+                self._send(peer, Heartbeat())
+
+    def _drop(self, peer: _Peer, why: str) -> None:
+        if self._peers.pop(peer.id, None) is None:
+            return
+        if peer.worker:
+            self._stats["workers_lost"] += 1
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(peer.sock)
+        peer.sock.close()
+        for item in peer.out:
+            if isinstance(item, list):
+                item[0].close()
+        if peer.receiving is not None:
+            peer.receiving[3].close()
+            _discard({"": peer.receiving[2]})
+        for files in peer.received.values():
+            _discard(files)
+        for task_id in list(peer.running):
+            owners = self._owners.get(task_id, set())
+            owners.discard(peer.id)
+            task = self._tasks.get(task_id)
+            if task is not None and task.state == RUNNING and not owners:
+                self._attempt_failed(task, f"lost worker {peer.name}: {why}")
+
+    def _status(self) -> dict:
+        states = collections.Counter(t.state for t in self._tasks.values())
+        workers = [p for p in self._peers.values() if p.worker]
+        return {
+            "workers": len(workers),
+            "cores": sum(w.cores for w in workers),
+            "busy_cores": sum(min(w.cores, w.cores - w.free) for w in workers),
+            "queued_on_workers": sum(max(0, -w.free) for w in workers),
+            "waiting": states[WAITING], "running": states[RUNNING],
+            "done": self._stats[DONE], "failed": self._stats[FAILED],
+            "cancelled": self._stats[CANCELLED], "submitted": self._stats["submitted"],
+            "workers_joined": self._stats["workers_joined"],
+            "workers_lost": self._stats["workers_lost"], "refused": self._stats["refused"],
+            "speculative": self._stats["speculative"], "puts": self._stats["puts"],
+            "bytes_sent": self._stats["bytes_sent"],
+        }
+
+    def _shutdown(self) -> None:
+        for peer in list(self._peers.values()):
+            try:
+                peer.sock.setblocking(True)
+                peer.sock.settimeout(1)
+                peer.sock.sendall(peer.conn.send(Bye(reason="the master is closing")))
+            except (OSError, ValueError, ProtocolError):
+                pass
+            self._drop(peer, "closing")
+
+
+def _discard(files: dict[str, Path]) -> None:
+    for path in files.values():
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -1,0 +1,408 @@
+"""`abengine worker HOST PORT`: connect to a master, run its tasks in sandboxes, send outputs back.
+
+Standard library only (with protocol.py, auth.py and cache.py beside it), so
+a launcher can ship it as one file to a host that lacks abengine. The worker
+retries the connection with backoff until a master answers, and goes back to
+that when it loses the master, so a master restarted on the same port gets
+its workers back. It leaves after `--timeout` seconds without work.
+
+Threads: the main thread owns the socket's receiving side and the protocol
+state; each task runs on a thread of its own (at most `cores` cores' worth at
+once); sends go through one lock. Receiving never waits on a send, so two
+peers streaming files at each other cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .auth import load_secret
+from .cache import Cache, CacheError, UnsafeName
+from .protocol import (
+    NEED_DATA,
+    BadAuth,
+    Bye,
+    Challenge,
+    Closed,
+    Connection,
+    Data,
+    EndOfData,
+    Heartbeat,
+    Hello,
+    Kill,
+    Output,
+    ProtocolError,
+    Put,
+    Refused,
+    Result,
+    Role,
+    Task,
+    Welcome,
+)
+
+CHUNK = 1 << 20
+SECRET_ENV = "ABENGINE_SECRET"  # the secret itself; how a launcher can hand it over without argv
+MAX_BACKOFF = 5.0
+
+
+def log(message: str) -> None:
+    print(f"abengine worker: {message}", file=sys.stderr, flush=True)
+
+
+class Lost(Exception):
+    """The connection to the master is gone (or never came up)."""
+
+
+class Worker:
+    def __init__(self, host: str, port: int, secret: bytes, cores: int, workdir: Path,
+                 idle_timeout: float) -> None:
+        self.host, self.port, self.secret = host, port, secret
+        self.cores = cores
+        self.idle_timeout = idle_timeout
+        self.cache = Cache(workdir)
+        self.free_cores = cores
+        self.queued: list[Task] = []  # received, waiting for cores
+        self.cores_lock = threading.Lock()
+        self.running: dict[int, subprocess.Popen] = {}
+        self.killed: set[int] = set()
+        self.last_work = time.monotonic()
+        self.sock: socket.socket | None = None
+        self.pool = ThreadPoolExecutor(cores, thread_name_prefix="task")
+        self.logs = Path(tempfile.mkdtemp(prefix="logs-", dir=self.cache.root))
+        self.conn: Connection | None = None
+        self.send_lock = threading.Lock()
+
+    # -- the outer loop: connect, serve, reconnect -----------------------------
+    def run(self) -> int:
+        backoff = 0.1
+        said = ""
+        try:
+            while not self.idle_too_long():
+                try:
+                    self.connect()
+                except Lost as why:
+                    if str(why) != said:  # say it once, not at every retry
+                        said = str(why)
+                        log(f"cannot reach master {self.host}:{self.port}: {why}; retrying "
+                            f"until it answers (or {self.idle_timeout:g} s without work)")
+                    time.sleep(backoff)
+                    backoff = min(MAX_BACKOFF, backoff * 2)
+                    continue
+                except PermissionError as why:
+                    log(str(why))
+                    return 1
+                backoff, said = 0.1, ""
+                try:
+                    self.serve()
+                except Lost as why:
+                    log(f"lost master {self.host}:{self.port}: {why}")
+                finally:
+                    self.disconnect()
+            log(f"no work for {self.idle_timeout:g} s: leaving")
+            return 0
+        finally:
+            self.cache.cleanup()
+
+    def idle_too_long(self) -> bool:
+        busy = bool(self.running) or bool(self.queued)
+        return not busy and time.monotonic() - self.last_work > self.idle_timeout
+
+    def connect(self) -> None:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=10)
+        except OSError as exc:
+            raise Lost(exc.strerror or str(exc)) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        self.sock, self.conn = sock, Connection(Role.WORKER, self.secret)
+        challenge = self.next_event()
+        if not isinstance(challenge, Challenge):
+            raise Lost(f"expected a challenge, got {type(challenge).__name__}")
+        self.send(Hello(role="worker", cores=self.cores, memory=_memory(), disk=_disk(self.cache),
+                        name=socket.gethostname(), pid=os.getpid(),
+                        cached=self.cache.digests()[:10000]))
+        answer = self.next_event()
+        if isinstance(answer, Refused):
+            raise PermissionError(f"master {self.host}:{self.port} refused us: {answer.reason}")
+        if isinstance(answer, BadAuth):
+            raise PermissionError(f"{self.host}:{self.port} failed to prove it holds the secret: "
+                                  "not our master")
+        if not isinstance(answer, Welcome):
+            raise Lost(f"expected welcome, got {type(answer).__name__}")
+        self.heartbeat = float(answer.heartbeat)
+        self.sock.settimeout(self.heartbeat)
+        log(f"connected to {self.host}:{self.port} as worker {answer.worker_id}")
+
+    def disconnect(self) -> None:
+        for proc in list(self.running.values()):  # their results could not be delivered
+            _kill_group(proc)
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.conn = None
+
+    # -- receiving --------------------------------------------------------------
+    def next_event(self) -> object:
+        assert self.conn is not None and self.sock is not None
+        silent = 0
+        while True:
+            try:
+                event = self.conn.next_event()
+            except ProtocolError as exc:
+                raise Lost(f"protocol error: {exc}") from None
+            if event is not NEED_DATA:
+                return event
+            try:
+                data = self.sock.recv(CHUNK)
+            except TimeoutError:
+                silent += 1
+                if silent >= 3:
+                    raise Lost("no heartbeat from the master") from None
+                self.send(Heartbeat())
+                if self.idle_too_long():
+                    self.send(Bye(reason="idle"))
+                    raise Lost("idle") from None
+                continue
+            except OSError as exc:
+                raise Lost(exc.strerror or str(exc)) from None
+            silent = 0
+            self.conn.receive_data(data)
+
+    def serve(self) -> None:
+        while True:
+            event = self.next_event()
+            if isinstance(event, Put):
+                self.receive_file(event)
+            elif isinstance(event, Task):
+                self.last_work = time.monotonic()
+                self.start_task(event)
+            elif isinstance(event, Kill):
+                self.killed.add(event.id)
+                with self.cores_lock:
+                    self.queued = [t for t in self.queued if t.id != event.id]
+                proc = self.running.get(event.id)
+                if proc is not None:
+                    _kill_group(proc)
+            elif isinstance(event, Heartbeat):
+                pass
+            elif isinstance(event, (Bye, Closed)):
+                raise Lost(getattr(event, "reason", "") or "the master closed the connection")
+            else:
+                raise Lost(f"unexpected {type(event).__name__} from the master")
+
+    def receive_file(self, put: Put) -> None:
+        try:
+            incoming = self.cache.receive(put.hash, put.size)
+        except CacheError as exc:
+            raise Lost(f"bad file from the master: {exc}") from None
+        try:
+            while True:
+                event = self.next_event()
+                if isinstance(event, Data):
+                    incoming.write(event.chunk)
+                elif isinstance(event, EndOfData):
+                    incoming.commit()
+                    return
+                else:
+                    raise Lost(f"expected file data, got {type(event).__name__}")
+        except BaseException:
+            incoming.abort()
+            raise
+
+    # -- sending ------------------------------------------------------------------
+    def send(self, event: object, payload: Path | None = None) -> None:
+        conn, sock = self.conn, self.sock
+        if conn is None or sock is None:
+            return
+        try:
+            with self.send_lock:
+                sock.sendall(conn.send(event))
+                if payload is not None:
+                    with open(payload, "rb") as f:
+                        while chunk := f.read(CHUNK):
+                            sock.sendall(conn.send_data(chunk))
+        except OSError:
+            pass  # the receiving side notices the lost connection and reconnects
+
+    # -- running tasks ------------------------------------------------------------
+    def start_task(self, task: Task) -> None:
+        """Queue a task and start whatever fits in the free cores (never blocks the receiver)."""
+        with self.cores_lock:
+            self.queued.append(task)
+        self.start_ready()
+
+    def start_ready(self) -> None:
+        with self.cores_lock:
+            startable = []
+            for task in list(self.queued):
+                cores = max(1, min(task.cores, self.cores))
+                if cores <= self.free_cores:
+                    self.free_cores -= cores
+                    self.queued.remove(task)
+                    startable.append((task, cores))
+        for task, cores in startable:
+            self.pool.submit(self.run_task, task, cores)
+
+    def run_task(self, task: Task, cores: int) -> None:
+        logs = self.logs / f"t{task.id}"  # a prefix: t7.stdout, t7.stderr, t7.out0, ...
+        outputs: list[tuple[str, Path]] = []
+        try:
+            result, outputs = self.execute(task, logs)
+            for name, path in outputs:
+                self.send(Output(id=task.id, name=name, size=path.stat().st_size), payload=path)
+            self.send(result)
+        finally:
+            for path in [logs.with_suffix(".stdout"), logs.with_suffix(".stderr"),
+                         *(p for _, p in outputs)]:
+                path.unlink(missing_ok=True)
+            self.last_work = time.monotonic()
+            with self.cores_lock:
+                self.free_cores += cores
+            self.start_ready()
+
+    def execute(self, task: Task, logs: Path) -> tuple[Result, list[tuple[str, Path]]]:
+        """Run one task in a fresh sandbox; its outputs are copied beside `logs` before it goes."""
+        start = time.monotonic()
+        outputs: list[tuple[str, Path]] = []
+        code: int | None = None
+        sig: int | None = None
+        error = ""
+        try:
+            with self.cache.sandbox(task.id) as box:
+                for item in task.inputs:
+                    box.link(item.hash, item.name, executable=item.executable)
+                stdout, stderr = logs.with_suffix(".stdout"), logs.with_suffix(".stderr")
+                with open(stdout, "wb") as out, open(stderr, "wb") as err:
+                    proc = subprocess.Popen(task.command, shell=True, cwd=box.path,
+                                            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                            start_new_session=True)
+                    self.running[task.id] = proc
+                    try:
+                        code = proc.wait(timeout=task.wall_time)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                        error = f"wall time of {task.wall_time:g} s exceeded"
+                    finally:
+                        # Whatever it left running in the background goes too: nothing may
+                        # change the sandbox while its outputs are read.
+                        _kill_group(proc)
+                        self.running.pop(task.id, None)
+                if code is not None and code < 0:
+                    sig, code = -code, None
+                if task.id in self.killed:
+                    error = "killed at the master's request"
+                missing = []
+                for name in task.outputs:
+                    try:
+                        kept = logs.with_suffix(f".out{len(outputs)}")
+                        _copy_no_follow(box.collect(name), kept)
+                        outputs.append((name, kept))
+                    except (FileNotFoundError, UnsafeName, OSError):
+                        missing.append(name)
+                if missing and not error and code == 0:
+                    error = f"outputs not produced (or not regular files): {', '.join(missing)}"
+        except (CacheError, UnsafeName, OSError) as exc:
+            error = f"could not set up the task: {exc}"
+        result = Result(id=task.id, exit_code=code, signal=sig, error=error,
+                        stdout=_tail(logs.with_suffix(".stdout")),
+                        stderr=_tail(logs.with_suffix(".stderr")),
+                        elapsed=time.monotonic() - start, outputs=[n for n, _ in outputs])
+        return result, outputs
+
+
+def _copy_no_follow(source: Path, target: Path) -> None:
+    """Copy an output, refusing it if it has become a symlink since it was checked."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, CHUNK)
+
+
+def _tail(path: Path, limit: int = 65536) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def _disk(cache: Cache) -> int:
+    try:
+        return shutil.disk_usage(cache.root).free
+    except OSError:
+        return 0
+
+
+def read_secret(password_file: str | None) -> bytes:
+    if password_file:
+        return load_secret(Path(password_file))
+    secret = os.environ.pop(SECRET_ENV, "")
+    if secret:
+        return secret.encode()
+    raise ValueError(f"no secret: give --password-file FILE (or set {SECRET_ENV})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="abengine worker",
+                                description="Run tasks for an abengine master at HOST:PORT.")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("port", metavar="PORT", type=int)
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                   help="cores to offer (default: all)")
+    p.add_argument("--workdir", help="directory under which the worker makes its cache and "
+                   "sandboxes, removed on exit (default: $TMPDIR)")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="IDLE_S",
+                   help="leave after this many seconds without work (default: 900)")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the shared secret")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        secret = read_secret(args.password_file)
+    except (OSError, ValueError) as exc:
+        log(f"error: {exc}")
+        return 2
+    if args.cores < 1 or not 0 < args.port < 65536 or args.timeout <= 0:
+        log("error: --cores and --timeout must be positive and PORT in 1..65535")
+        return 2
+    try:
+        root = Path(tempfile.mkdtemp(prefix="abengine-worker-", dir=args.workdir))
+    except OSError as exc:
+        log(f"error: --workdir {args.workdir}: {exc.strerror}")
+        return 2
+    worker = Worker(args.host, args.port, secret, args.cores, root, args.timeout)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # cleans up in Worker.run's finally
+    try:
+        return worker.run()
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The Work Queue master and workers: real processes, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import abengine
+from abengine.engines.workqueue import WorkQueueEngine
+from abengine.workqueue.master import CANCELLED, DONE, FAILED, Task, WorkQueue
+from abengine.workqueue.status import query
+
+
+def start_worker(q: WorkQueue, cores: int = 1, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*q.worker_command(cores=cores), "--timeout", "30", *extra],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_workers(q: WorkQueue, n: int, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while q.stats()["workers"] < n:
+        assert time.monotonic() < deadline, q.stats()
+        time.sleep(0.05)
+
+
+def finish_all(q: WorkQueue, within: float = 60) -> list[Task]:
+    done = []
+    deadline = time.monotonic() + within
+    while not q.empty():
+        task = q.wait(timeout=max(0.1, deadline - time.monotonic()))
+        assert task is not None, f"timed out: {q.stats()}"
+        done.append(task)
+    return done
+
+
+@pytest.fixture
+def queue():
+    q = WorkQueue(port=0, heartbeat=1.0)
+    workers: list[subprocess.Popen] = []
+    yield q, workers
+    q.close()
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.wait(timeout=10)
+
+
+def test_tasks_with_files_in_and_out(queue, tmp_path):
+    q, workers = queue
+    workers += [start_worker(q), start_worker(q)]
+    data = tmp_path / "data.txt"
+    data.write_text("b\na\nc\n")
+    for i in range(20):
+        t = Task(f"sort in.txt > out.txt && echo {i}")
+        t.add_input(data, "in.txt")
+        t.add_output("out.txt", tmp_path / f"sorted{i}.txt")
+        q.submit(t)
+    done = finish_all(q)
+    assert sorted(int(t.stdout) for t in done) == list(range(20))
+    assert all(t.state == DONE and t.exit_code == 0 for t in done)
+    for i in range(20):
+        assert (tmp_path / f"sorted{i}.txt").read_text() == "a\nb\nc\n"
+
+
+def test_exit_codes_and_missing_outputs(queue, tmp_path):
+    q, workers = queue
+    workers.append(start_worker(q))
+    q.submit(Task("echo oops >&2; exit 3"))
+    t = Task("true")
+    t.add_output("never.txt", tmp_path / "never.txt")
+    q.retries = 0
+    q.submit(t)
+    done = {t.command: t for t in finish_all(q)}
+    assert done["echo oops >&2; exit 3"].exit_code == 3
+    assert "oops" in done["echo oops >&2; exit 3"].stderr
+    assert done["true"].state == FAILED and "never.txt" in done["true"].error
+
+
+def test_wall_time_kills_a_hung_task(queue):
+    q, workers = queue
+    workers.append(start_worker(q))
+    q.retries = 0
+    t = Task("sleep 60", wall_time=0.5)
+    q.submit(t)
+    (done,) = finish_all(q, within=30)
+    assert done.state == FAILED and "wall time" in done.error
+
+
+def test_kill_9_of_a_worker_loses_no_task_and_counts_none_twice(queue, tmp_path):
+    q, workers = queue
+    victim = start_worker(q)
+    workers += [victim, start_worker(q)]
+    wait_for_workers(q, 2)
+    for i in range(30):
+        t = Task(f"sleep 0.1; echo {i}")
+        q.submit(t)
+    time.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)
+    done = finish_all(q, within=60)
+    assert sorted(int(t.stdout) for t in done) == list(range(30))  # each exactly once
+    assert all(t.state == DONE for t in done)
+
+
+def test_a_worker_with_a_wrong_or_no_secret_runs_nothing(queue, tmp_path):
+    q, workers = queue
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(b"not the secret")
+    marker = tmp_path / "ran"
+    q.submit(Task(f"touch {marker}"))
+    command = q.worker_command()
+    command[command.index("--password-file") + 1] = str(wrong)
+    proc = subprocess.run([*command, "--timeout", "5"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode != 0
+    assert "refused" in proc.stderr or "authentication" in proc.stderr
+    assert not marker.exists()
+    assert q.stats()["refused"] >= 1 and q.stats()["workers"] == 0
+
+
+def test_garbage_and_oversized_headers_do_not_stop_the_master(queue):
+    q, workers = queue
+    for payload in (b"GET / HTTP/1.1\r\n\r\n" * 10, struct.pack(">I", 2**31) + b"{",
+                    os.urandom(5000), b""):
+        with socket.create_connection(("127.0.0.1", q.port), timeout=5) as s:
+            s.sendall(payload)
+            s.settimeout(5)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+    workers.append(start_worker(q))
+    q.submit(Task("echo still serving"))
+    (done,) = finish_all(q)
+    assert done.stdout.strip() == "still serving"
+
+
+def test_path_traversal_in_task_names_is_refused(queue, tmp_path):
+    q, _ = queue
+    t = Task("true")
+    with pytest.raises(ValueError):
+        t.add_input(tmp_path, "../escape")
+    with pytest.raises(ValueError):
+        t.add_output("/etc/passwd", tmp_path / "x")
+
+
+def test_a_worker_started_before_its_master_connects_when_it_appears(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s3cret-for-this-test")
+    worker = subprocess.Popen([sys.executable, "-m", "abengine.workqueue.worker", "127.0.0.1",
+                               str(port), "--password-file", str(secret), "--timeout", "30"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        with WorkQueue(port=port, password_file=secret, heartbeat=1.0) as q:
+            q.submit(Task("echo late master"))
+            (done,) = finish_all(q, within=30)
+            assert done.stdout.strip() == "late master"
+        # a master restarted on the same port gets the worker back
+        with WorkQueue(port=port, password_file=secret, heartbeat=1.0) as q:
+            q.submit(Task("echo again"))
+            (done,) = finish_all(q, within=30)
+            assert done.stdout.strip() == "again"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+
+
+def test_cancel_and_futures(queue):
+    q, workers = queue
+    workers.append(start_worker(q))
+    future = q.submit_future(Task("echo via future"))
+    assert future.result(timeout=30).stdout.strip() == "via future"
+    long = Task("sleep 30")
+    q.submit(long)
+    time.sleep(0.5)
+    q.cancel(long.id)
+    (done,) = finish_all(q, within=20)
+    assert done.state == CANCELLED
+
+
+def test_status_answers(queue):
+    q, workers = queue
+    workers.append(start_worker(q, cores=2))
+    wait_for_workers(q, 1)
+    fields = query("127.0.0.1", q.port, Path(q.worker_command()[-1]).read_bytes())
+    assert fields["workers"] == 1 and fields["cores"] == 2
+
+
+def test_an_input_shared_by_many_tasks_crosses_the_wire_once_per_worker(queue, tmp_path):
+    q, workers = queue
+    workers.append(start_worker(q))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5 << 20))
+    for _ in range(10):
+        t = Task("cmp big.bin big.bin && echo same")
+        t.add_input(big, "big.bin")
+        q.submit(t)
+    done = finish_all(q)
+    assert all(t.stdout.strip() == "same" for t in done)
+    assert q.stats()["puts"] == 1
+
+
+def test_allpairs_on_workqueue_equals_local(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 5))
+    with WorkQueueEngine(workers=2) as engine:
+        remote = abengine.allpairs(X, X, lambda a, b: float(np.abs(a - b).sum()), engine=engine,
+                                   block=(7, 7), progress=False)
+        remote_builtin = abengine.allpairs(X, X, "euclidean", engine=engine, progress=False)
+    local = abengine.allpairs(X, X, lambda a, b: float(np.abs(a - b).sum()), progress=False)
+    np.testing.assert_allclose(remote, local)
+    np.testing.assert_allclose(remote_builtin, abengine.allpairs(X, X, "euclidean",
+                                                                 progress=False))

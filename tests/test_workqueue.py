@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -226,3 +227,44 @@ def test_allpairs_on_workqueue_equals_local(tmp_path):
     np.testing.assert_allclose(remote, local)
     np.testing.assert_allclose(remote_builtin, abengine.allpairs(X, X, "euclidean",
                                                                  progress=False))
+
+
+def test_the_single_file_worker_runs_without_the_package(queue, tmp_path):
+    from abengine.workqueue.bundle import write_worker
+
+    q, workers = queue
+    script = write_worker(tmp_path / "abengine_worker.py")
+    command = q.worker_command()
+    # -I -S: no site-packages and no environment, so abengine cannot be imported
+    alone = [sys.executable, "-I", "-S", str(script), *command[3:], "--timeout", "30"]
+    probe = subprocess.run([sys.executable, "-I", "-S", "-c", "import abengine"],
+                           capture_output=True)
+    assert probe.returncode != 0  # the check below really runs without the package
+    workers.append(subprocess.Popen(alone, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    data = tmp_path / "in.txt"
+    data.write_text("hello\n")
+    t = Task("tr a-z A-Z < in.txt")
+    t.add_input(data, "in.txt")
+    q.submit(t)
+    (done,) = finish_all(q)
+    assert done.stdout == "HELLO\n"
+
+
+def test_a_silent_half_open_connection_is_dropped(queue):
+    q, workers = queue
+    import abengine.workqueue.master as master_module
+
+    with socket.create_connection(("127.0.0.1", q.port), timeout=5) as silent:
+        silent.recv(65536)  # the challenge; then say nothing
+        deadline = time.monotonic() + master_module.HANDSHAKE_SECONDS + 3 * q.heartbeat + 5
+        silent.settimeout(1)
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            with contextlib.suppress(TimeoutError):
+                closed = silent.recv(65536) == b""
+        assert closed, "the master kept a silent unauthenticated connection open"
+    workers.append(start_worker(q))
+    q.submit(Task("echo fine"))
+    (done,) = finish_all(q)
+    assert done.stdout.strip() == "fine"

@@ -341,7 +341,7 @@ class WorkQueue:
                 self._stats["workers_joined"] += 1
             self._send(peer, Welcome(worker_id=peer.id, heartbeat=self.heartbeat))
         elif isinstance(event, BadAuth):
-            self._send(peer, Refused(reason="authentication failed"))
+            self._send(peer, Refused(reason=event.reason))
             self._stats["refused"] += 1
             peer.closing = True
         elif isinstance(event, Output):

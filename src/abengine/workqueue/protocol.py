@@ -709,8 +709,8 @@ class Connection:
         if self._phase is not _Phase.OPEN:
             return f"{self.role.value} side, {self._phase.value} phase"
         if self.role is Role.MASTER:
-            return f"master side, from a {self._worker_role}"
-        return f"{self._worker_role} side, from the master"
+            return f"master side, open, the peer is a {self._worker_role}"
+        return f"{self._worker_role} side, open"
 
     def _on_hello(self, obj: dict) -> BadAuth | None:
         version = obj.get("version")

@@ -4,17 +4,20 @@
 each. Timed side by side and interleaved (every run uses fresh numbers N):
 
     abengine  WorkQueue(port=0) + 2 workers from q.worker_command(cores=1);
-              q.submit(Task("echo N")) x 2000, then q.wait() x 2000
+              q.submit(Task("echo N")) x 2000, then q.wait() x 2000 (in this process)
     dask      LocalCluster(n_workers=2, threads_per_worker=1, processes=True);
               client.map(f, N..., pure=False) then client.gather, where f runs
               subprocess.run(["sh", "-c", "echo N"], capture_output=True)
     cctools   CCTools Work Queue: 2 x `work_queue_worker --cores 1 127.0.0.1 PORT` and the
-              `work_queue` Python manager in a /usr/bin/python3 subprocess that times itself
+              `work_queue` Python manager under /usr/bin/python3
     ceiling   subprocess.run(["sh", "-c", "echo N"], capture_output=True) from
               ThreadPoolExecutor(2): no master, no workers, no network
 
-Every time runs from the first submit to the last result, with the workers
-already connected (their start-up is not dispatch). Every run's outputs are
+The anchors' dispatchers (Dask's client, scheduler and nannies; the CCTools
+manager; the ceiling's threads) each run in a child process of their own that
+times itself, so none shares a process (GIL, event loops) with another. Every
+time runs from the first submit to the last result, with the workers already
+connected (their start-up is not dispatch). Every run's outputs are
 checked: exit 0 and stdout "N\\n" for each of the expected numbers. Reported:
 tasks/s of each (median of the interleaved repeats), the paired ratios
 abengine/dask, abengine/cctools and abengine/ceiling of throughputs, and CPU
@@ -35,6 +38,8 @@ The last line is `key=value ...` for scripts.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -71,7 +76,7 @@ while q.stats.workers_connected < workers:  # connections are accepted inside wa
         sys.exit(1)
     q.wait(1)
     time.sleep(0.02)  # wait() returns at once while the queue is empty
-print("ready", flush=True)
+print("ready []", flush=True)
 for line in sys.stdin:
     words = line.split()
     if not words or words[0] != "run":
@@ -92,7 +97,8 @@ for line in sys.stdin:
                 break
             continue
         heard = time.monotonic()
-        results.append([int(t.tag), t.return_status, t.result, t.output])
+        ok = t.result == 0  # WORK_QUEUE_RESULT_SUCCESS: the command ran; then its exit code
+        results.append([int(t.tag), t.return_status if ok else None, t.output or ""])
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "results": results}), flush=True)
 """
@@ -105,7 +111,8 @@ def sh_echo(n: int) -> tuple[int, bytes]:
 
 
 def check(results: dict[int, tuple[int | None, str]], base: int, count: int) -> str:
-    """"" if `results` holds exactly base..base+count-1, each exit 0 with stdout "N\\n"."""
+    """Empty if `results` holds exactly base..base+count-1, each exit 0 with stdout "N\\n";
+    otherwise what is wrong."""
     expected = range(base, base + count)
     if len(results) != count or set(results) != set(expected):
         return f"{len(results)} results, {len(set(results) & set(expected))} of the expected N"
@@ -113,6 +120,33 @@ def check(results: dict[int, tuple[int | None, str]], base: int, count: int) -> 
     if bad:
         return f"{len(bad)} wrong, first N={bad[0]}: {results[bad[0]]!r}"
     return ""
+
+
+def code_state() -> str:
+    """Which abengine is measured: where, its git commit and uncommitted changes, and
+    fingerprints of the Work Queue sources (the repository may change between runs)."""
+    import abengine
+
+    package = Path(abengine.__file__).resolve().parent
+    words = [str(package)]
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *argv], capture_output=True,
+                              text=True, timeout=30, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        changed = [line[3:] for line in git("status", "--porcelain", "--", ".").splitlines()]
+        words.append(f"git {commit}, " + (f"uncommitted changes in {', '.join(changed)}"
+                                          if changed else "no uncommitted changes"))
+    except (OSError, subprocess.SubprocessError):
+        words.append("(not a git checkout)")
+    sums = []
+    for name in ("master.py", "worker.py", "protocol.py", "cache.py"):
+        with contextlib.suppress(OSError):
+            data = (package / "workqueue" / name).read_bytes()
+            sums.append(f"{name} {hashlib.sha256(data).hexdigest()[:10]}")
+    return f"{'; '.join(words)}; sha256: {', '.join(sums)}"
 
 
 def cpu_ticks(pid: int) -> tuple[int, int]:
@@ -158,11 +192,13 @@ class System:
         pass
 
     def roles(self) -> dict[str, list[int]]:
-        """pids of the dispatching process(es) and of the workers, for CPU accounting."""
+        """pids of the dispatching process and of the workers, for CPU accounting."""
         return {"dispatcher": [os.getpid()], "workers": []}
 
 
 class Abengine(System):
+    """abengine's master, in this process (the only dispatcher in it)."""
+
     name = "abengine"
 
     def start(self) -> None:
@@ -203,7 +239,11 @@ class Abengine(System):
         for _ in range(count):
             task = q.wait(timeout=RESULT_SECONDS)
             if task is None:
-                break
+                thread = getattr(q, "_thread", None)  # private: only to say why it stopped
+                dead = thread is not None and not thread.is_alive()
+                raise RuntimeError(f"{len(results)} of {count} results, then none for "
+                                   f"{RESULT_SECONDS:g} s" + ("; the master's I/O thread has "
+                                                              "died" if dead else ""))
             results[task.tag] = (task.exit_code if task.state == "done" else None, task.stdout)
         seconds = time.perf_counter() - start
         self.lost_in_runs += q.stats()["workers_lost"] - lost
@@ -223,7 +263,139 @@ class Abengine(System):
             self.log.close()
 
 
-class Dask(System):
+# -- the anchors' dispatchers, each run in a child process of its own ----------------------
+# (Dask's scheduler and nannies are threads and event loops of the process that makes the
+# LocalCluster: in this process they would share the GIL and the cores' time with the
+# others. A child serves "run BASE COUNT" lines with one JSON line each, its own time and
+# its results, after a "ready" line listing its workers' pids.)
+
+
+class DaskRunner:
+    def start(self) -> list[int]:
+        import logging
+
+        from dask.distributed import Client, LocalCluster
+
+        # No dashboard: it serves only if bokeh is installed, and dispatch does not use it.
+        self.cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, silence_logs=logging.ERROR)
+        self.client = Client(self.cluster)
+        self.client.wait_for_workers(WORKERS, timeout=CONNECT_SECONDS)
+        return list(self.client.run(os.getpid).values())
+
+    def run(self, numbers: range) -> tuple[float, list]:
+        from dask.distributed import wait
+
+        start = time.perf_counter()
+        futures = self.client.map(sh_echo, numbers, pure=False)
+        wait(futures, timeout=RESULT_SECONDS)
+        outputs = self.client.gather(futures)
+        seconds = time.perf_counter() - start
+        del futures
+        return seconds, outputs
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+class CeilingRunner:
+    def start(self) -> list[int]:
+        return []
+
+    def run(self, numbers: range) -> tuple[float, list]:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            outputs = list(pool.map(sh_echo, numbers))
+        return time.perf_counter() - start, outputs
+
+    def close(self) -> None:
+        pass
+
+
+def serve(name: str) -> int:
+    """The child's side: start `name`'s runner, then time the runs the parent asks for."""
+    runner = DaskRunner() if name == "dask" else CeilingRunner()
+    try:
+        print("ready", json.dumps(runner.start()), flush=True)
+        for line in sys.stdin:
+            words = line.split()
+            if not words or words[0] != "run":
+                break
+            base, count = int(words[1]), int(words[2])
+            seconds, outputs = runner.run(range(base, base + count))
+            results = [[n, code, out.decode(errors="replace")]
+                       for n, (code, out) in zip(range(base, base + count), outputs)]
+            print(json.dumps({"seconds": seconds, "results": results}), flush=True)
+    finally:
+        runner.close()
+    return 0
+
+
+class Child(System):
+    """A dispatcher in a child process that speaks the "ready" / "run" / JSON lines above."""
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).resolve()), "--serve", self.name]
+
+    def start(self) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.workers: list[subprocess.Popen] = []
+        self.worker_pids: list[int] = []
+        self.child = subprocess.Popen(self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self.log, text=True)
+        while True:
+            words = self.readline().split(maxsplit=1)
+            if words[:1] == ["ready"]:
+                self.worker_pids = json.loads(words[1])
+                return
+            self.on_line(words)
+
+    def on_line(self, words: list[str]) -> None:
+        raise Skip(f"{self.name} did not start: {' '.join(words)} {self.stderr()}")
+
+    def readline(self) -> str:
+        assert self.child.stdout is not None
+        line = self.child.stdout.readline()
+        if not line:
+            raise Skip(f"the {self.name} process exited: {self.stderr()}")
+        return line
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+    def run(self, base: int, count: int) -> tuple[float, str]:
+        assert self.child.stdin is not None
+        self.child.stdin.write(f"run {base} {count}\n")
+        self.child.stdin.flush()
+        line = self.child.stdout.readline() if self.child.stdout else ""
+        if not line:
+            raise RuntimeError(f"the {self.name} process exited: {self.stderr()}")
+        answer = json.loads(line)
+        results = {n: (code, out) for n, code, out in answer["results"]}
+        return answer["seconds"], check(results, base, count)
+
+    def roles(self) -> dict[str, list[int]]:
+        return {"dispatcher": [self.child.pid],
+                "workers": [w.pid for w in self.workers] + self.worker_pids}
+
+    def close(self) -> None:
+        child = getattr(self, "child", None)
+        if child is not None and child.poll() is None:
+            try:
+                assert child.stdin is not None
+                child.stdin.write("quit\n")
+                child.stdin.close()
+                child.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop(getattr(self, "workers", []) + ([child] if child is not None else []))
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+class Dask(Child):
     name = "dask"
 
     @staticmethod
@@ -235,48 +407,39 @@ class Dask(System):
                     "(install: .venv/bin/pip install dask distributed)")
         return ""
 
-    def start(self) -> None:
-        import logging
+    @staticmethod
+    def version() -> str:
+        import dask
+        import distributed
 
-        from dask.distributed import Client, LocalCluster
-
-        # No dashboard: it serves only if bokeh is installed, and dispatch does not use it.
-        self.cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                                    dashboard_address=None, silence_logs=logging.ERROR)
-        self.client = Client(self.cluster)
-        self.client.wait_for_workers(WORKERS, timeout=CONNECT_SECONDS)
-        self.pids = list(self.client.run(os.getpid).values())
-
-    def run(self, base: int, count: int) -> tuple[float, str]:
-        numbers = range(base, base + count)
-        start = time.perf_counter()
-        futures = self.client.map(sh_echo, numbers, pure=False)
-        outputs = self.client.gather(futures)
-        seconds = time.perf_counter() - start
-        del futures
-        results = {n: (code, out.decode()) for n, (code, out) in zip(numbers, outputs)}
-        return seconds, check(results, base, count)
-
-    def roles(self) -> dict[str, list[int]]:
-        # The scheduler and the nannies live in this process (LocalCluster), workers apart.
-        return {"dispatcher": [os.getpid()], "workers": self.pids}
-
-    def close(self) -> None:
-        if hasattr(self, "client"):
-            self.client.close()
-        if hasattr(self, "cluster"):
-            self.cluster.close()
+        return f"dask {dask.__version__}, distributed {distributed.__version__}"
 
 
-class Cctools(System):
+class Ceiling(Child):
+    name = "ceiling"
+
+
+class Cctools(Child):
     name = "cctools"
 
     def __init__(self, python: str) -> None:
         self.python = python
 
+    def argv(self) -> list[str]:
+        return [self.python, "-c", CCTOOLS_MANAGER, str(WORKERS), str(CONNECT_SECONDS),
+                str(RESULT_SECONDS)]
+
+    def on_line(self, words: list[str]) -> None:
+        if words[:1] != ["port"]:
+            raise Skip(f"the CCTools manager said {' '.join(words)!r}: {self.stderr()}")
+        self.workers = [subprocess.Popen(["work_queue_worker", "--cores", "1", "127.0.0.1",
+                                          words[1].strip()],
+                                         stdin=subprocess.DEVNULL, stdout=self.log,
+                                         stderr=self.log)
+                        for _ in range(WORKERS)]
+
     def missing(self) -> str:
-        worker = shutil.which("work_queue_worker")
-        if worker is None:
+        if shutil.which("work_queue_worker") is None:
             return ("work_queue_worker not found on PATH (install: apt-get install -y "
                     "coop-computing-tools python3-workqueue)")
         try:
@@ -299,82 +462,16 @@ class Cctools(System):
         try:
             line = subprocess.run(["work_queue_worker", "--version"], capture_output=True,
                                   text=True, timeout=30).stdout.splitlines()[0]
-            words.append(f"worker says: {line.strip()}")
+            words.append(f"the worker says: {line.strip()}")
         except (OSError, subprocess.SubprocessError, IndexError):
             pass
+        try:
+            python = subprocess.run([self.python, "-V"], capture_output=True, text=True,
+                                    timeout=30).stdout.strip()
+            words.append(f"manager under {self.python} ({python})")
+        except (OSError, subprocess.SubprocessError):
+            pass
         return "; ".join(words) or "unknown"
-
-    def start(self) -> None:
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.workers: list[subprocess.Popen] = []
-        self.manager = subprocess.Popen(
-            [self.python, "-c", CCTOOLS_MANAGER, str(WORKERS), str(CONNECT_SECONDS),
-             str(RESULT_SECONDS)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        words = self.readline().split()
-        if words[:1] != ["port"]:
-            raise Skip(f"the work_queue manager did not start: {words} {self.stderr()}")
-        self.port = int(words[1])
-        self.workers = [subprocess.Popen(["work_queue_worker", "--cores", "1", "127.0.0.1",
-                                          str(self.port)],
-                                         stdin=subprocess.DEVNULL, stdout=self.log,
-                                         stderr=self.log)
-                        for _ in range(WORKERS)]
-        line = self.readline()
-        if line.strip() != "ready":
-            raise Skip(f"the CCTools workers did not connect: {line.strip()} {self.stderr()}")
-
-    def readline(self) -> str:
-        assert self.manager.stdout is not None
-        line = self.manager.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the work_queue manager exited: {self.stderr()}")
-        return line
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-2000:]
-
-    def run(self, base: int, count: int) -> tuple[float, str]:
-        assert self.manager.stdin is not None
-        self.manager.stdin.write(f"run {base} {count}\n")
-        self.manager.stdin.flush()
-        answer = json.loads(self.readline())
-        results = {}
-        for n, status, result, output in answer["results"]:
-            ok = status == 0 and result == 0  # WORK_QUEUE_RESULT_SUCCESS
-            results[n] = (0 if ok else (status or -1), output or "")
-        return answer["seconds"], check(results, base, count)
-
-    def roles(self) -> dict[str, list[int]]:
-        return {"dispatcher": [self.manager.pid], "workers": [w.pid for w in self.workers]}
-
-    def close(self) -> None:
-        manager = getattr(self, "manager", None)
-        if manager is not None and manager.poll() is None:
-            try:
-                assert manager.stdin is not None
-                manager.stdin.write("quit\n")
-                manager.stdin.close()
-                manager.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        stop(getattr(self, "workers", []) + ([manager] if manager is not None else []))
-        if hasattr(self, "log"):
-            self.log.close()
-
-
-class Ceiling(System):
-    name = "ceiling"
-
-    def run(self, base: int, count: int) -> tuple[float, str]:
-        numbers = range(base, base + count)
-        start = time.perf_counter()
-        with ThreadPoolExecutor(WORKERS) as pool:
-            outputs = list(pool.map(sh_echo, numbers))
-        seconds = time.perf_counter() - start
-        results = {n: (code, out.decode()) for n, (code, out) in zip(numbers, outputs)}
-        return seconds, check(results, base, count)
 
 
 def measure(system: System, base: int, count: int) -> tuple[float, str, dict[str, float]]:
@@ -401,7 +498,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated systems to leave out: dask, cctools, ceiling")
     p.add_argument("--cctools-python", default="/usr/bin/python3", metavar="PYTHON",
                    help="interpreter that can import work_queue (default /usr/bin/python3)")
+    p.add_argument("--serve", choices=["dask", "ceiling"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serve:
+        return serve(args.serve)
     if args.quick:
         args.tasks, args.repeats = 200, 3
     if args.repeats < 1 or args.tasks < 1:
@@ -415,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.repeats} interleaved repeats after one warm-up round, medians; "
           f"time = first submit -> last result, workers already connected")
 
+    print(f"# abengine: {code_state()}")
     candidates: list[System] = [Abengine()]
     skipped: dict[str, str] = {}
     if "dask" in skip:
@@ -456,35 +557,44 @@ def main(argv: list[str] | None = None) -> int:
             systems[system.name] = system
             times[system.name], cpus[system.name] = [], []
         if "dask" in systems:
-            import dask
-            import distributed
-
-            print(f"# dask {dask.__version__}, distributed {distributed.__version__}")
+            print(f"# dask: {Dask.version()}")
         if "cctools" in systems:
-            python = subprocess.run([args.cctools_python, "-V"], capture_output=True,
-                                    text=True).stdout.strip()
-            print(f"# cctools: {cctools.version()}; manager: {args.cctools_python} ({python})")
+            print(f"# cctools: {cctools.version()}")
         for name, why in skipped.items():
             print(f"# SKIPPED {name}: {why}")
 
-        names = list(systems)
         base = 0
-        for name in names:  # warm-up: untimed, but checked
-            _, problem, _ = measure(systems[name], base, args.tasks)
-            base += args.tasks
-            if problem:
-                problems.append(f"{name} (warm-up): {problem}")
-        for r in range(args.repeats):
-            order = names[r % len(names):] + names[: r % len(names)]
+        for r in range(-1, args.repeats):  # -1: the warm-up round, untimed but checked
+            names = list(systems)
+            order = names[r % len(names):] + names[: r % len(names)] if r >= 0 else names
             for name in order:
-                seconds, problem, cpu = measure(systems[name], base, args.tasks)
-                base += args.tasks
-                times[name].append(seconds)
-                cpus[name].append(cpu)
+                try:
+                    seconds, problem, cpu = measure(systems[name], base, args.tasks)
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                    if name == "abengine":
+                        print(f"# FAILED abengine ({'warm-up' if r < 0 else f'repeat {r + 1}'})"
+                              f": {why}")
+                        print(summary(tasks=args.tasks, abengine_tasks_per_s="failed",
+                                      correct="no", repeats=args.repeats))
+                        return 1
+                    skipped[name] = f"failed during the runs: {why}"
+                    print(f"# SKIPPED {name}: {skipped[name]}")
+                    systems.pop(name).close()
+                    times.pop(name)
+                    cpus.pop(name)
+                    continue
+                finally:
+                    base += args.tasks
                 if problem:
-                    problems.append(f"{name} (repeat {r + 1}): {problem}")
-            shown = "  ".join(f"{n}={times[n][-1]:.3f}s" for n in names)
-            print(f"  repeat {r + 1}/{args.repeats}: {shown}", file=sys.stderr, flush=True)
+                    problems.append(f"{name} ({'warm-up' if r < 0 else f'repeat {r + 1}'})"
+                                    f": {problem}")
+                if r >= 0:
+                    times[name].append(seconds)
+                    cpus[name].append(cpu)
+            if r >= 0:
+                shown = "  ".join(f"{n}={times[n][-1]:.3f}s" for n in systems)
+                print(f"  repeat {r + 1}/{args.repeats}: {shown}", file=sys.stderr, flush=True)
         abengine: Abengine = systems["abengine"]  # type: ignore[assignment]
         abengine_stats = abengine.stats()
     finally:
@@ -499,9 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(["system", "median_s", "min_s", "max_s", "tasks_per_s", "abengine_vs"], rows))
     print()
-    print("# CPU ms per task (medians over repeats): dispatcher = the master's process (for dask "
-          "also its scheduler; for the ceiling the calling threads), workers = the worker "
-          "processes' own CPU, task = the shells (reaped children)")
+    print("# CPU ms per task (medians over repeats, from /proc): dispatcher = the process that "
+          "submits (abengine's master, Dask's client + scheduler + nannies, the CCTools "
+          "manager, the ceiling's threads), workers = the worker processes' own CPU, "
+          "task = the shells (reaped children)")
     cpu_rows = []
     for name, runs in cpus.items():
         row: list[object] = [name]

@@ -10,8 +10,12 @@ queued tasks. Measured in this process, which is the master's:
                and all counted in q.stats()["workers"]: results received per second
                through q.wait() over the first 100k tasks completed after the last
                worker joined (--full: every task), for N = 10, 100, 1000; meanwhile
-               this thread asks q.stats() once a second: how long the answer takes
-               while the master is busy (median and worst)
+               the waiting thread asks q.stats() once a second: how long the answer
+               takes while the master is busy (median and worst). --stats-thread asks
+               from a second thread instead, as a monitor would; the master's
+               _status() walks the task table that q.wait() and q.submit() change from
+               the caller's threads, so that mode can kill the master's I/O thread
+               ("dictionary changed size during iteration"): the table then says DIED
 
 The simulated workers are one child process (this script with --sim), a
 selectors loop over N real TCP connections to 127.0.0.1 that speak the real
@@ -26,6 +30,7 @@ measured window (an I/O thread near 100% means the master is the bottleneck).
     python benchmarks/wq_scale.py --full       # drain all 1M tasks in every run
     python benchmarks/wq_scale.py --quick      # 100k tasks; 10 and 100 workers
     python benchmarks/wq_scale.py --profile    # + cProfile of the I/O thread, largest N
+    python benchmarks/wq_scale.py --stats-thread   # q.stats() from a second thread
 
 All traffic stays on 127.0.0.1; every wait is bounded and the simulator stops
 by itself (stdin closed, its deadline, or the master gone). Each process
@@ -311,30 +316,31 @@ class Simulator:
 class ProfiledQueue(WorkQueue):
     """A WorkQueue whose I/O thread runs under cProfile while `profiling` is set.
 
-    The profiler must be switched on and off in the profiled thread itself: the
-    loop calls _dispatch once per round, so the switch sits there.
+    cProfile profiles the thread that enables it, so the switch sits in
+    _dispatch, which the I/O loop calls once per round.
     """
 
-    profiling = False
+    profiling = False  # set from the caller's thread
+    profile: cProfile.Profile | None = None  # the finished profile
+    _running: cProfile.Profile | None = None
 
     def _dispatch(self) -> None:
-        want = self.profiling
-        prof = getattr(self, "_prof", None)
-        if want and prof is None:
-            self._prof = prof = cProfile.Profile()
-            prof.enable()
-        elif not want and prof is not None and prof is not False:
-            prof.disable()
-            self._prof_done = prof
-            self._prof = False
+        if self.profiling and self._running is None and self.profile is None:
+            self._running = cProfile.Profile()
+            self._running.enable()
+        elif not self.profiling and self._running is not None:
+            self._running.disable()
+            self.profile, self._running = self._running, None
         super()._dispatch()
 
 
 def thread_cpu(native_id: int) -> float:
     """CPU seconds (user + system) used so far by one thread of this process."""
-    with open(f"/proc/self/task/{native_id}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        with open(f"/proc/self/task/{native_id}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def timed_stats(q: WorkQueue) -> tuple[dict, float]:
@@ -376,21 +382,49 @@ def memory_phase(sizes: list[int]) -> tuple[WorkQueue, list[list[object]], dict]
         _, stats_s = timed_stats(q)
         rss = rss_bytes()
         per_100k = (rss - base) / MB / (size / 100_000)
-        rows.append([size, rss / MB, (rss - base) / MB, per_100k, seconds, round(rate), drain,
-                     stats_s * 1e3])
+        rows.append([size, rss / MB, (rss - base) / MB, per_100k, seconds, round(rate),
+                     drain * 1e3, stats_s * 1e3])
         out = {"mem_mb_per_100k": per_100k, "submit_per_s": rate, "stats_ms_idle": stats_s * 1e3}
         log(f"  queued {size}: RSS +{(rss - base) / MB:.1f} MiB, {rate:.0f} submits/s")
         queued = size
     return q, rows, out
 
 
-def dispatch_phase(q: WorkQueue, n: int, measure: int, full: bool,
-                   profile: bool, limit: float) -> tuple[list[object], dict]:
+class StatsProbe:
+    """q.stats() once every STATS_EVERY seconds, timed, from a thread of its own.
+
+    Only with --stats-thread: a second thread asking while the waiting thread
+    pops tasks in q.wait() is what a monitoring thread does, and it races with
+    the master's _status(), which iterates the task table the caller's threads
+    change (submit, wait).
+    """
+
+    def __init__(self, q: WorkQueue) -> None:
+        self.q, self.latencies, self.failed = q, [], ""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(STATS_EVERY):
+            try:
+                self.latencies.append(timed_stats(self.q)[1])
+            except queue.Empty:
+                self.failed = "q.stats() got no answer in 10 s"
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+
+def dispatch_phase(q: WorkQueue, n: int, measure: int, full: bool, profile: bool,
+                   stats_thread: bool, limit: float) -> tuple[list[object], dict]:
     """With q's tasks queued, connect n workers; time `measure` completions after the last joined."""
     total = q.stats()["submitted"]
-    sim = Simulator(q, n, deadline=limit + 60)
+    sim = Simulator(q, n, deadline=limit + 300)
     try:
-        return _dispatch_measure(q, sim, n, total, measure, full, profile, limit)
+        return _dispatch_measure(q, sim, n, total, measure, full, profile, stats_thread, limit)
     finally:
         if isinstance(q, ProfiledQueue):
             q.profiling = False
@@ -400,7 +434,8 @@ def dispatch_phase(q: WorkQueue, n: int, measure: int, full: bool,
 
 
 def _dispatch_measure(q: WorkQueue, sim: Simulator, n: int, total: int, measure: int,
-                      full: bool, profile: bool, limit: float) -> tuple[list[object], dict]:
+                      full: bool, profile: bool, stats_thread: bool,
+                      limit: float) -> tuple[list[object], dict]:
     joined_from = time.perf_counter()
     text = sim.line(timeout=120)
     if text != "ready":
@@ -414,44 +449,57 @@ def _dispatch_measure(q: WorkQueue, sim: Simulator, n: int, total: int, measure:
         time.sleep(0.02)
     t0 = time.perf_counter()
     join_s = t0 - joined_from
-    done0 = s["done"]
+    done0 = s["done"]  # read at the end of the master's _status(): just before t0
     target = total if full else min(total, done0 + measure)
-    io_tid = q._thread.native_id  # the master's I/O thread, for its CPU time
-    io0, sim0 = thread_cpu(io_tid), sim.cpu()
+    io_thread = q._thread  # the master's I/O thread: its CPU time, and whether it still runs
+    io0, sim0 = thread_cpu(io_thread.native_id), sim.cpu()
     if isinstance(q, ProfiledQueue) and profile:
         q.profiling = True
+    probe = StatsProbe(q) if stats_thread else None
+    latencies: list[float] = [] if probe is None else probe.latencies
     received = failed = 0
-    latencies: list[float] = []
+    died = ""
     next_probe = t0 + STATS_EVERY
     end_by = t0 + limit
     while received < target:
-        task = q.wait(timeout=max(0.1, min(10.0, end_by - time.perf_counter())))
+        task = q.wait(timeout=max(0.1, min(2.0, end_by - time.perf_counter())))
         now = time.perf_counter()
         if task is not None:
             received += 1
             failed += not task.ok
-        if now >= next_probe:  # from this thread: see the report on stats() and wait()
-            s, seconds = timed_stats(q)
-            latencies.append(seconds)
-            next_probe = time.perf_counter() + STATS_EVERY
-        if task is None and now >= end_by:
+        elif not io_thread.is_alive():
+            died = "the master's I/O thread died"
+            break
+        elif now >= end_by:
             log(f"  time limit: {received - done0} of {target - done0} measured tasks back")
             break
+        if probe is None and now >= next_probe:
+            # From the waiting thread itself: then no caller's thread changes the task
+            # table while the master's _status() walks it (see StatsProbe).
+            latencies.append(timed_stats(q)[1])
+            next_probe = time.perf_counter() + STATS_EVERY
     t1 = time.perf_counter()
-    io1, sim1 = thread_cpu(io_tid), sim.cpu()
+    io1, sim1 = thread_cpu(io_thread.native_id), sim.cpu()
+    if probe is not None:
+        probe.close()
+        died = died or probe.failed
     if isinstance(q, ProfiledQueue):
         q.profiling = False
-    s, last_stats = timed_stats(q)
-    latencies.append(last_stats)
+    if not died:
+        s, last = timed_stats(q)
+        latencies.append(last)
+    else:
+        log(f"  FAILED: {died}")
     measured = max(0, received - done0)
     seconds = t1 - t0
     rate = measured / seconds if seconds > 0 else 0.0
-    row = [n, total, measured, seconds, round(rate), join_s,
-           statistics.median(latencies) * 1e3, max(latencies) * 1e3,
+    med = statistics.median(latencies) * 1e3 if latencies else float("nan")
+    worst = max(latencies) * 1e3 if latencies else float("nan")
+    row = [n, total, measured, seconds, round(rate), join_s, med, worst,
            f"{100 * (io1 - io0) / seconds:.0f}%", f"{100 * (sim1 - sim0) / seconds:.0f}%",
-           failed, s["workers_lost"]]
-    out = {"rate": rate, "stats_ms_median": statistics.median(latencies) * 1e3,
-           "stats_ms_max": max(latencies) * 1e3, "lost": s["workers_lost"], "failed": failed}
+           failed, s["workers_lost"], "DIED" if died else "ok"]
+    out = {"rate": rate, "stats_ms_median": med, "stats_ms_max": worst,
+           "lost": s["workers_lost"], "failed": failed, "died": bool(died)}
     return row, out
 
 
@@ -463,13 +511,13 @@ def fresh_queue(tasks: int, profiled: bool) -> WorkQueue:
 
 
 def print_profile(q: WorkQueue) -> None:
-    prof = getattr(q, "_prof_done", None)
+    prof = getattr(q, "profile", None) or getattr(q, "_running", None)
     if prof is None:
         return
     text = io.StringIO()
-    st = pstats.Stats(prof, stream=text)
-    st.sort_stats("tottime").print_stats(22)
-    print("\n# cProfile of the master's I/O thread over the measured window, by own time")
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(22)
+    print("\n# cProfile of the master's I/O thread over the measured window, by own time "
+          "(cProfile's overhead inflates small calls: compare with py-spy)")
     print("\n".join(line for line in text.getvalue().splitlines()[4:] if line.strip()))
 
 
@@ -483,6 +531,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="100k tasks; 10 and 100 workers")
     p.add_argument("--profile", action="store_true",
                    help="cProfile the I/O thread in the run with the most workers")
+    p.add_argument("--stats-thread", action="store_true",
+                   help="ask q.stats() from a second thread (a monitor) while this one waits")
     p.add_argument("--limit", type=float, default=900.0,
                    help="seconds allowed for one run's measured window")
     p.add_argument("--sim", type=int, help=argparse.SUPPRESS)
@@ -505,7 +555,7 @@ def main() -> None:
     log("memory: queueing tasks with no worker connected")
     q, mem_rows, mem = memory_phase(sizes)
     print(table(["queued", "rss_MiB", "delta_MiB", "MiB/100k", "submit_s", "submits/s",
-                 "drain_s", "stats_ms"], mem_rows))
+                 "drain_ms", "stats_ms"], mem_rows))
     print("# delta: RSS growth of the master's process since the empty queue; drain: until "
           "the I/O thread took them all; stats_ms: one q.stats() with no worker")
     if args.profile:  # the memory queue is a plain WorkQueue: profile a fresh one instead
@@ -523,7 +573,7 @@ def main() -> None:
             q = fresh_queue(args.tasks, profiled=False)
         log(f"dispatch: {n} workers, {args.tasks} tasks queued")
         row, out = dispatch_phase(q, n, args.measure, args.full, args.profile and i == 0,
-                                  args.limit)
+                                  args.stats_thread, args.limit)
         log(f"  {out['rate']:.0f} tasks/s; stats() median {out['stats_ms_median']:.1f} ms, "
             f"max {out['stats_ms_max']:.1f} ms")
         rows.append(row)
@@ -532,11 +582,14 @@ def main() -> None:
             print_profile(q)
     print()
     print(table(["workers", "queued", "measured", "seconds", "tasks/s", "join_s",
-                 "stats_ms_med", "stats_ms_max", "io_cpu", "sim_cpu", "failed", "lost"],
+                 "stats_ms_med", "stats_ms_max", "io_cpu", "sim_cpu", "failed", "lost",
+                 "master"],
                 sorted(rows)))
+    asker = "a second thread" if args.stats_thread else "the waiting thread"
     print("# tasks/s: results back through q.wait() after the last worker joined; stats_ms: "
-          "q.stats() asked from the waiting thread once a second; io_cpu / sim_cpu: CPU share "
-          "of the master's I/O thread / the simulator over the window")
+          f"q.stats() asked from {asker} once a second; io_cpu / sim_cpu: CPU share of the "
+          "master's I/O thread / the simulator over the window (the machine's other load "
+          "included); lost: workers the master dropped")
     elapsed = time.perf_counter() - started
     values: dict[str, object] = {"tasks": args.tasks, **mem}
     for n in sorted(rates):
@@ -544,6 +597,7 @@ def main() -> None:
         values[f"stats_ms_max_w{n}"] = rates[n]["stats_ms_max"]
     values["lost"] = sum(r["lost"] for r in rates.values())
     values["failed"] = sum(r["failed"] for r in rates.values())
+    values["died"] = sum(r["died"] for r in rates.values())
     values["seconds"] = elapsed
     print(summary(**values))
 

@@ -268,3 +268,30 @@ def test_a_silent_half_open_connection_is_dropped(queue):
     q.submit(Task("echo fine"))
     (done,) = finish_all(q)
     assert done.stdout.strip() == "fine"
+
+
+def test_stats_from_another_thread_while_tasks_come_and_go(queue):
+    """stats() and the status port must never race with submit()/wait() in other threads."""
+    import threading
+
+    q, workers = queue
+    workers += [start_worker(q), start_worker(q)]
+    stop = threading.Event()
+    seen: list[dict] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            seen.append(q.stats())
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        for i in range(300):
+            q.submit(Task(f"echo {i}"))
+        done = finish_all(q)
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+    assert sorted(int(t.stdout) for t in done) == list(range(300))
+    assert len(seen) > 10 and seen[-1]["done"] == 300
+    assert all(s["waiting"] >= 0 and s["running"] >= 0 for s in seen)

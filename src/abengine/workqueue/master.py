@@ -67,7 +67,7 @@ HANDSHAKE_SECONDS = 10.0
 WAITING, RUNNING, DONE, FAILED, CANCELLED = "waiting", "running", "done", "failed", "cancelled"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Task:
     """A command run in a worker's sandbox, with files in and files out (CCTools' names)."""
 
@@ -148,6 +148,7 @@ class WorkQueue:
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a full pipe already means "wake up": never block
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._finished: queue.Queue[Task] = queue.Queue()
@@ -156,7 +157,10 @@ class WorkQueue:
         self._waiting: collections.deque[int] = collections.deque()
         self._owners: dict[int, set[int]] = {}  # task id -> peers running a copy of it
         self._started: dict[int, float] = {}
-        self._durations: list[float] = []
+        self._durations: collections.deque[float] = collections.deque(maxlen=200)
+        # Tasks per state, kept by the I/O thread: the caller's threads add to and take
+        # from _tasks, so the I/O thread never walks it.
+        self._counts: collections.Counter[str] = collections.Counter()
         self._peers: dict[int, _Peer] = {}
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._futures: dict[int, Future] = {}
@@ -284,19 +288,23 @@ class WorkQueue:
                 what, arg = self._inbox.get_nowait()
             except queue.Empty:
                 return False
-            if what == "submit":
-                task, future = arg
-                if future is not None:
-                    self._futures[task.id] = future
-                if task.state == WAITING:  # not cancelled before the loop saw it
+            try:
+                if what == "submit":
+                    task, future = arg
+                    if future is not None:
+                        self._futures[task.id] = future
                     self._waiting.append(task.id)
-                self._stats["submitted"] += 1
-            elif what == "cancel":
-                self._cancel(arg)
-            elif what == "stats":
-                arg.put(self._status())
-            elif what == "close":
-                return True
+                    self._counts[WAITING] += 1
+                    self._stats["submitted"] += 1
+                elif what == "cancel":
+                    self._cancel(arg)
+                elif what == "stats":
+                    arg.put(self._status())
+                elif what == "close":
+                    return True
+            except Exception as exc:  # one bad request must not stop the master
+                print(f"abengine master: {what} failed: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -497,7 +505,7 @@ class WorkQueue:
             task.error = f"input unreadable: {exc}"
             self._finish(task, FAILED)
             return
-        task.state = RUNNING
+        self._set_state(task, RUNNING)
         worker.free -= task.cores
         worker.running.add(task.id)
         self._owners.setdefault(task.id, set()).add(worker.id)
@@ -512,7 +520,7 @@ class WorkQueue:
         """Run a second copy of a straggler once enough tasks finished to know normal times."""
         if len(self._durations) < 20:
             return
-        typical = statistics.median(self._durations[-200:])
+        typical = statistics.median(self._durations)  # the last 200 (a bounded deque)
         now = time.monotonic()
         for task_id, started in list(self._started.items()):
             owners = self._owners.get(task_id, set())
@@ -537,7 +545,7 @@ class WorkQueue:
             task.error = why
             self._finish(task, FAILED)
         else:
-            task.state = WAITING
+            self._set_state(task, WAITING)
             self._waiting.appendleft(task.id)
 
     def _stop_copies(self, task: Task) -> None:
@@ -557,8 +565,13 @@ class WorkQueue:
         self._started.pop(task_id, None)
         self._finish(task, CANCELLED)
 
-    def _finish(self, task: Task, state: str) -> None:
+    def _set_state(self, task: Task, state: str) -> None:
+        self._counts[task.state] -= 1
+        self._counts[state] += 1
         task.state = state
+
+    def _finish(self, task: Task, state: str) -> None:
+        self._set_state(task, state)
         self._stats[state] += 1
         future = self._futures.pop(task.id, None)
         if future is not None:
@@ -604,7 +617,7 @@ class WorkQueue:
                 self._attempt_failed(task, f"lost worker {peer.name}: {why}")
 
     def _status(self) -> dict:
-        states = collections.Counter(t.state for t in self._tasks.values())
+        states = self._counts
         workers = [p for p in self._peers.values() if p.worker]
         return {
             "workers": len(workers),

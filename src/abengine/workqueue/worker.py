@@ -195,7 +195,7 @@ class Worker:
                 if proc is not None:
                     _kill_group(proc)
             elif isinstance(event, Heartbeat):
-                pass
+                self.send(Heartbeat())  # an idle worker still proves it is alive
             elif isinstance(event, (Bye, Closed)):
                 raise Lost(getattr(event, "reason", "") or "the master closed the connection")
             else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import os
 import shlex
 import shutil
@@ -292,14 +291,3 @@ def _executable(text: str, extra: list[str]) -> Function:
         text, "executable", f"executable:{os.path.abspath(path)}:{digest}:{extra}",
         executable=os.path.abspath(path), ship=has_dir, extra_args=extra,
     )
-
-
-def signature_arity(fn: Callable[..., Any]) -> int | None:
-    """How many positional arguments fn takes, if that can be known."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return None
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)

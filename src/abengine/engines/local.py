@@ -37,21 +37,14 @@ from ..graph import (
     _stop,
     describe_exit,
 )
+from ..workqueue.cache import safe_name  # one rule for sandbox names, local or remote
 from .base import Engine, OnResult, RunReport
-
-
-def safe_remote(name: str) -> str:
-    """Refuse sandbox names that would land outside the sandbox."""
-    parts = Path(name).parts
-    if not name or Path(name).is_absolute() or ".." in parts:
-        raise ValueError(f"file name {name!r} would escape the sandbox")
-    return name
 
 
 def link_into(sandbox: Path, files: list[File]) -> None:
     """Put each input in the sandbox: a hard link where possible, else a symlink."""
     for f in files:
-        target = sandbox / safe_remote(f.remote)
+        target = sandbox / safe_name(f.remote)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(f.local, target)
@@ -63,7 +56,7 @@ def collect_from(sandbox: Path, files: list[File]) -> str:
     """Move outputs out of the sandbox; return what was missing, if anything."""
     missing = []
     for f in files:
-        source = sandbox / safe_remote(f.remote)
+        source = sandbox / safe_name(f.remote)
         if source.is_symlink() or not source.is_file():  # a link could point anywhere
             missing.append(f.remote)
             continue

@@ -34,6 +34,7 @@ from abengine.workqueue.protocol import (
     Connection,
     ConnectionState,
     Data,
+    Drain,
     EndOfData,
     Heartbeat,
     Hello,
@@ -343,6 +344,17 @@ def test_kill_heartbeat_and_bye():
     assert isinstance(master.next_event(), Closed)
     master.send(Bye())  # saying goodbye to a closed connection is harmless
     assert worker.send(Bye()) and worker.state is ConnectionState.OPEN  # the caller closes
+
+
+def test_drain_goes_worker_to_master_only_and_its_ids_are_checked():
+    master, worker = handshake()
+    assert drain(master, worker.send(Drain(returned=[3, 4], reason="wall time"))) == \
+        [Drain([3, 4], "wall time")]
+    assert drain(master, frame(json.dumps({"type": "drain"}).encode())) == [Drain()]
+    with pytest.raises(ValueError):
+        master.send(Drain())
+    with pytest.raises(protocol.ProtocolError, match="returned"):
+        drain(master, frame(json.dumps({"type": "drain", "returned": [-1]}).encode()))
 
 
 def test_the_cached_list_is_bounded_both_ways():

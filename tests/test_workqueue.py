@@ -295,3 +295,33 @@ def test_stats_from_another_thread_while_tasks_come_and_go(queue):
     assert sorted(int(t.stdout) for t in done) == list(range(300))
     assert len(seen) > 10 and seen[-1]["done"] == 300
     assert all(s["waiting"] >= 0 and s["running"] >= 0 for s in seen)
+
+
+def test_a_worker_drains_before_its_wall_time_and_no_task_is_lost(queue):
+    """A worker told its batch wall time hands back what it has not started and leaves in time;
+    a worker without one finishes the rest, and every task is done once, with no failed attempt."""
+    q, workers = queue
+    short = start_worker(q, 1, "--wall-time", "4")  # drains at 2 s, leaves by 3 s
+    workers.append(short)
+    for i in range(12):
+        q.submit(Task(f"sleep 0.4; echo {i}"))
+    wait_for_workers(q, 1)
+    started = time.monotonic()
+    assert short.wait(timeout=10) == 0
+    assert time.monotonic() - started < 4
+    assert "draining" in short.stderr.read()
+    workers.append(start_worker(q))
+    done = finish_all(q)
+    assert sorted(int(t.stdout) for t in done) == list(range(12))
+    assert all(t.state == DONE and not t.attempts for t in done)
+    assert q.stats()["workers_lost"] == 1
+
+
+def test_the_drain_schedule_leaves_time_to_finish():
+    from abengine.workqueue.worker import drain_schedule
+
+    assert drain_schedule(4) == (2.0, 3.0)
+    assert drain_schedule(3600) == (3300.0, 3590.0)
+    for wall in (1.0, 30.0, 600.0, 86400.0):
+        drain, leave = drain_schedule(wall)
+        assert 0 < drain < leave < wall or wall < 2.5

@@ -45,6 +45,7 @@ from .protocol import (
     Closed,
     Connection,
     Data,
+    Drain,
     EndOfData,
     Heartbeat,
     Input,
@@ -123,6 +124,7 @@ class _Peer:
         self.receiving: tuple | None = None  # (task id, name, temp path, file) during an Output
         self.received: dict[int, dict[str, Path]] = {}
         self.closing = False
+        self.draining = False  # its wall time is running out: no new tasks
 
 
 class WorkQueue:
@@ -366,6 +368,8 @@ class WorkQueue:
                 peer.receiving = None
         elif isinstance(event, Result):
             self._result(peer, event)
+        elif isinstance(event, Drain):
+            self._drain(peer, event)
         elif isinstance(event, StatusRequest):
             self._send(peer, StatusReply(fields=self._status()))
         elif isinstance(event, Heartbeat):
@@ -406,6 +410,23 @@ class WorkQueue:
         task.stdout, task.stderr, task.elapsed = result.stdout, result.stderr, result.elapsed
         task.worker = peer.name
         self._finish(task, DONE)
+
+    def _drain(self, peer: _Peer, drain: Drain) -> None:
+        """Send the worker nothing more; requeue what it hands back unstarted, uncounted."""
+        peer.draining = True
+        for task_id in drain.returned:
+            owners = self._owners.get(task_id, set())
+            task = self._tasks.get(task_id)
+            if task_id not in peer.running or peer.id not in owners or task is None:
+                continue
+            peer.running.discard(task_id)
+            peer.free = min(peer.cores, peer.free + task.cores)
+            owners.discard(peer.id)
+            if not owners and task.state == RUNNING:
+                self._owners.pop(task_id, None)
+                self._started.pop(task_id, None)
+                self._set_state(task, WAITING)
+                self._waiting.appendleft(task_id)
 
     # writing ----------------------------------------------------------------------
     def _send(self, peer: _Peer, message: object) -> None:
@@ -467,7 +488,7 @@ class WorkQueue:
         # A worker may hold one task per core queued beyond its running ones, so the next
         # task is already there when one ends (no idle round trip): `free` goes down to -cores.
         workers = [p for p in self._peers.values()
-                   if p.worker and not p.closing and p.free > -p.cores]
+                   if p.worker and not p.closing and not p.draining and p.free > -p.cores]
         if not workers:
             return
         skipped: list[int] = []
@@ -621,6 +642,7 @@ class WorkQueue:
         workers = [p for p in self._peers.values() if p.worker]
         return {
             "workers": len(workers),
+            "draining": sum(w.draining for w in workers),
             "cores": sum(w.cores for w in workers),
             "busy_cores": sum(min(w.cores, w.cores - w.free) for w in workers),
             "queued_on_workers": sum(max(0, -w.free) for w in workers),

@@ -168,6 +168,19 @@ class Bye:
 
 
 @dataclass
+class Drain:
+    """worker→master: send me no more tasks (my batch wall time is running out).
+
+    `returned` lists tasks received but not started, handed back to be run
+    elsewhere without counting as a failed attempt; a worker may send Drain
+    again to return tasks that crossed the first one on the wire.
+    """
+
+    returned: list[int] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass
 class Output:
     """worker→master: one output file of task `id`, before its Result; `size` bytes follow."""
 
@@ -249,7 +262,7 @@ class _NeedData:
 NEED_DATA = _NeedData()
 
 Message = (Challenge | Hello | Welcome | Refused | Put | Task | Kill | StatusReply | Heartbeat
-           | Bye | Output | Result | StatusRequest)
+           | Bye | Drain | Output | Result | StatusRequest)
 Event = Message | Authenticated | BadAuth | Data | EndOfData | Closed
 
 
@@ -380,6 +393,10 @@ def _names(value: Any, limits: Limits) -> list[str]:
     return _each(_name, value, limits.max_inputs, limits)
 
 
+def _ids(value: Any, limits: Limits) -> list[int]:
+    return _each(_count, value, limits.max_cached, limits)
+
+
 def _hashes(value: Any, limits: Limits) -> list[str]:
     return _each(_hex64, value, limits.max_cached, limits)
 
@@ -421,6 +438,7 @@ _FIELDS: dict[type, dict[str, Check]] = {
     StatusReply: {"fields": _object},
     Heartbeat: {},
     Bye: {"reason": _text},
+    Drain: {"returned": _ids, "reason": _text},
     Output: {"id": _count, "name": _name, "size": _file_size},
     Result: {"id": _count, "exit_code": _optional(_integer), "signal": _optional(_integer),
              "error": _text, "stdout": _tail, "stderr": _tail, "elapsed": _seconds,
@@ -429,7 +447,7 @@ _FIELDS: dict[type, dict[str, Check]] = {
 }
 #: The only fields a sender may leave out; the receiver then uses the dataclass default.
 _OPTIONAL: dict[type, set[str]] = {Task: {"cores", "wall_time"}, Input: {"cache", "executable"},
-                                   Bye: {"reason"}}
+                                   Bye: {"reason"}, Drain: {"returned", "reason"}}
 _REQUIRED = {cls: set(checks) - _OPTIONAL.get(cls, set()) for cls, checks in _FIELDS.items()}
 #: The "type" of each message: its class name in snake_case.
 _TYPE = {cls: re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__.lstrip("_")).lower()
@@ -526,7 +544,7 @@ _RULES: dict[tuple[Role, _Phase], tuple[tuple[str, ...], tuple[str, ...]]] = {
 _MASTER_SENDS = {"worker": ("put", "task", "kill", "status_reply", "heartbeat", "bye"),
                  "status": ("status_reply", "heartbeat", "bye")}
 #: ...and what that other end may send.
-_WORKER_SENDS = {"worker": ("output", "result", "status_request", "heartbeat", "bye"),
+_WORKER_SENDS = {"worker": ("output", "result", "drain", "status_request", "heartbeat", "bye"),
                  "status": ("status_request", "heartbeat", "bye")}
 #: Phases in which the peer has not proved it holds the secret.
 _UNAUTHENTICATED = {_Phase.START, _Phase.HELLO, _Phase.CHALLENGE, _Phase.ANSWER,

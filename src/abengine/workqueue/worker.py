@@ -4,7 +4,10 @@ Standard library only (with protocol.py, auth.py and cache.py beside it), so
 a launcher can ship it as one file to a host that lacks abengine. The worker
 retries the connection with backoff until a master answers, and goes back to
 that when it loses the master, so a master restarted on the same port gets
-its workers back. It leaves after `--timeout` seconds without work.
+its workers back. It leaves after `--timeout` seconds without work. Under a
+batch system, `--wall-time` says when the job will be killed: the worker
+drains before then (asks for no more tasks, hands back those not started,
+finishes the running ones) and leaves just ahead of the kill.
 
 Threads: the main thread owns the socket's receiving side and the protocol
 state; each task runs on a thread of its own (at most `cores` cores' worth at
@@ -38,6 +41,7 @@ from .protocol import (
     Closed,
     Connection,
     Data,
+    Drain,
     EndOfData,
     Heartbeat,
     Hello,
@@ -57,6 +61,12 @@ SECRET_ENV = "ABENGINE_SECRET"  # the secret itself; how a launcher can hand it 
 MAX_BACKOFF = 5.0
 
 
+def drain_schedule(wall_time: float) -> tuple[float, float]:
+    """(seconds after start to stop taking tasks, seconds after start to leave)."""
+    margin = min(300.0, max(2.0, 0.1 * wall_time))
+    return wall_time - margin, wall_time - min(10.0, margin / 2)
+
+
 def log(message: str) -> None:
     print(f"abengine worker: {message}", file=sys.stderr, flush=True)
 
@@ -67,7 +77,7 @@ class Lost(Exception):
 
 class Worker:
     def __init__(self, host: str, port: int, secret: bytes, cores: int, workdir: Path,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, wall_time: float | None = None) -> None:
         self.host, self.port, self.secret = host, port, secret
         self.cores = cores
         self.idle_timeout = idle_timeout
@@ -83,13 +93,16 @@ class Worker:
         self.logs = Path(tempfile.mkdtemp(prefix="logs-", dir=self.cache.root))
         self.conn: Connection | None = None
         self.send_lock = threading.Lock()
+        self.draining = self.leaving = False
+        if wall_time is not None:
+            threading.Thread(target=self.clock, args=(wall_time,), daemon=True).start()
 
     # -- the outer loop: connect, serve, reconnect -----------------------------
     def run(self) -> int:
         backoff = 0.1
         said = ""
         try:
-            while not self.idle_too_long():
+            while not self.idle_too_long() and not self.draining:
                 try:
                     self.connect()
                 except Lost as why:
@@ -107,10 +120,14 @@ class Worker:
                 try:
                     self.serve()
                 except Lost as why:
-                    log(f"lost master {self.host}:{self.port}: {why}")
+                    if not self.leaving:
+                        log(f"lost master {self.host}:{self.port}: {why}")
                 finally:
                     self.disconnect()
-            log(f"no work for {self.idle_timeout:g} s: leaving")
+            if self.draining:
+                log("batch wall time running out: leaving")
+            else:
+                log(f"no work for {self.idle_timeout:g} s: leaving")
             return 0
         finally:
             self.cache.cleanup()
@@ -144,6 +161,44 @@ class Worker:
         self.heartbeat = float(answer.heartbeat)
         self.sock.settimeout(self.heartbeat)
         log(f"connected to {self.host}:{self.port} as worker {answer.worker_id}")
+
+    # -- the batch wall time --------------------------------------------------------
+    def clock(self, wall_time: float) -> None:
+        """Drain, then leave, on the schedule the wall time allows."""
+        start = time.monotonic()
+        drain_at, leave_at = drain_schedule(wall_time)
+        time.sleep(max(0.0, drain_at))
+        self.drain(wall_time - (time.monotonic() - start))
+        time.sleep(max(0.0, leave_at - (time.monotonic() - start)))
+        self.leave("its batch wall time ends")
+
+    def drain(self, remaining: float) -> None:
+        with self.cores_lock:
+            self.draining = True
+            returned, self.queued = [t.id for t in self.queued], []
+        log(f"wall time ends in {remaining:.0f} s: draining (finishing {len(self.running)} "
+            f"running tasks, handing back {len(returned)})")
+        self.send(Drain(returned=returned, reason=f"wall time ends in {remaining:.0f} s"))
+        self.leave_if_drained()
+
+    def leave_if_drained(self) -> None:
+        with self.cores_lock:  # cores are held from the moment a task is taken off the queue
+            drained = self.draining and self.free_cores == self.cores and not self.queued
+        if drained:
+            self.leave("drained")
+
+    def leave(self, why: str) -> None:
+        """Say goodbye and wake the receiving thread, which then ends the worker."""
+        if self.leaving:
+            return
+        self.leaving = self.draining = True
+        for proc in list(self.running.values()):
+            _kill_group(proc)
+        self.send(Bye(reason=why))
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def disconnect(self) -> None:
         for proc in list(self.running.values()):  # their results could not be delivered
@@ -239,7 +294,11 @@ class Worker:
     def start_task(self, task: Task) -> None:
         """Queue a task and start whatever fits in the free cores (never blocks the receiver)."""
         with self.cores_lock:
-            self.queued.append(task)
+            if not self.draining:
+                self.queued.append(task)
+                task = None
+        if task is not None:  # it crossed our Drain on the wire
+            self.send(Drain(returned=[task.id], reason="draining"))
         self.start_ready()
 
     def start_ready(self) -> None:
@@ -270,6 +329,7 @@ class Worker:
             with self.cores_lock:
                 self.free_cores += cores
             self.start_ready()
+            self.leave_if_drained()
 
     def execute(self, task: Task, logs: Path) -> tuple[Result, list[tuple[str, Path]]]:
         """Run one task in a fresh sandbox; its outputs are copied beside `logs` before it goes."""
@@ -378,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0, metavar="IDLE_S",
                    help="leave after this many seconds without work (default: 900)")
     p.add_argument("--password-file", metavar="FILE", help="file holding the shared secret")
+    p.add_argument("--wall-time", type=float, metavar="S",
+                   help="seconds until the batch system kills this worker: it stops taking "
+                        "tasks 10%% of that (2 s to 5 min) before, lets the running ones finish, "
+                        "and leaves just ahead of the kill")
     return p
 
 
@@ -388,15 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log(f"error: {exc}")
         return 2
-    if args.cores < 1 or not 0 < args.port < 65536 or args.timeout <= 0:
-        log("error: --cores and --timeout must be positive and PORT in 1..65535")
+    if (args.cores < 1 or not 0 < args.port < 65536 or args.timeout <= 0
+            or (args.wall_time is not None and args.wall_time <= 0)):
+        log("error: --cores, --timeout and --wall-time must be positive and PORT in 1..65535")
         return 2
     try:
         root = Path(tempfile.mkdtemp(prefix="abengine-worker-", dir=args.workdir))
     except OSError as exc:
         log(f"error: --workdir {args.workdir}: {exc.strerror}")
         return 2
-    worker = Worker(args.host, args.port, secret, args.cores, root, args.timeout)
+    worker = Worker(args.host, args.port, secret, args.cores, root, args.timeout, args.wall_time)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # cleans up in Worker.run's finally
     try:
         return worker.run()

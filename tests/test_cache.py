@@ -170,7 +170,25 @@ def test_sandboxes_are_fresh_and_distinct(cache: Cache) -> None:
     a.remove()
     a.remove()  # twice is fine
     b.remove()
-    assert list(cache.sandboxes.iterdir()) == []
+    assert len(list(cache.sandboxes.iterdir())) == 2  # emptied, kept for the next tasks
+
+
+def test_a_reused_sandbox_is_empty_and_private_whatever_its_last_task_did(cache: Cache) -> None:
+    digest = sha(put(cache, b"input").read_bytes())
+    with cache.sandbox(1) as first:
+        first.link(digest, "in.txt")
+        (first.path / "out.txt").write_text("x")
+        first.path.chmod(0o755)
+    with cache.sandbox(2) as second:
+        assert second.path == first.path  # only plain files in it: emptied and reused
+        assert list(second.path.iterdir()) == []
+        assert stat.S_IMODE(second.path.stat().st_mode) == 0o700
+        (second.path / "sub").mkdir()  # a directory: removed the thorough way instead
+    assert not second.path.exists()
+    with cache.sandbox(3) as third:
+        assert third.path != first.path
+    cache.cleanup()
+    assert not cache.root.exists()
 
 
 def test_executable_bit(cache: Cache) -> None:

@@ -91,6 +91,8 @@ class Worker:
         self.sock: socket.socket | None = None
         self.pool = ThreadPoolExecutor(cores, thread_name_prefix="task")
         self.logs = Path(tempfile.mkdtemp(prefix="logs-", dir=self.cache.root))
+        self.local = threading.local()  # each task thread's TaskLogs
+        self.devnull = os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self.conn: Connection | None = None
         self.send_lock = threading.Lock()
         self.draining = self.leaving = False
@@ -314,26 +316,34 @@ class Worker:
             self.pool.submit(self.run_task, task, cores)
 
     def run_task(self, task: Task, cores: int) -> None:
-        logs = self.logs / f"t{task.id}"  # a prefix: t7.stdout, t7.stderr, t7.out0, ...
         outputs: list[tuple[str, Path]] = []
         try:
-            result, outputs = self.execute(task, logs)
+            result, outputs = self.execute(task)
+            # Start what waits for these cores before reporting: the next task runs while
+            # this one's result is on its way.
+            self.release(cores)
+            cores = 0
             for name, path in outputs:
                 self.send(Output(id=task.id, name=name, size=path.stat().st_size), payload=path)
             self.send(result)
         finally:
-            for path in [logs.with_suffix(".stdout"), logs.with_suffix(".stderr"),
-                         *(p for _, p in outputs)]:
+            for _, path in outputs:
                 path.unlink(missing_ok=True)
+            self.release(cores)
+            self.leave_if_drained()
+
+    def release(self, cores: int) -> None:
+        if cores:
             self.last_work = time.monotonic()
             with self.cores_lock:
                 self.free_cores += cores
             self.start_ready()
-            self.leave_if_drained()
 
-    def execute(self, task: Task, logs: Path) -> tuple[Result, list[tuple[str, Path]]]:
-        """Run one task in a fresh sandbox; its outputs are copied beside `logs` before it goes."""
+    def execute(self, task: Task) -> tuple[Result, list[tuple[str, Path]]]:
+        """Run one task in a fresh sandbox; its outputs are copied out before the sandbox goes."""
         start = time.monotonic()
+        logs = self.thread_logs()
+        logs.reset()
         outputs: list[tuple[str, Path]] = []
         code: int | None = None
         sig: int | None = None
@@ -342,23 +352,21 @@ class Worker:
             with self.cache.sandbox(task.id) as box:
                 for item in task.inputs:
                     box.link(item.hash, item.name, executable=item.executable)
-                stdout, stderr = logs.with_suffix(".stdout"), logs.with_suffix(".stderr")
-                with open(stdout, "wb") as out, open(stderr, "wb") as err:
-                    proc = subprocess.Popen(task.command, shell=True, cwd=box.path,
-                                            stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                            start_new_session=True)
-                    self.running[task.id] = proc
-                    try:
-                        code = proc.wait(timeout=task.wall_time)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                        error = f"wall time of {task.wall_time:g} s exceeded"
-                    finally:
-                        # Whatever it left running in the background goes too: nothing may
-                        # change the sandbox while its outputs are read.
-                        _kill_group(proc)
-                        self.running.pop(task.id, None)
+                proc = subprocess.Popen(task.command, shell=True, cwd=box.path,
+                                        stdin=self.devnull, stdout=logs.stdout,
+                                        stderr=logs.stderr, start_new_session=True)
+                self.running[task.id] = proc
+                try:
+                    code = proc.wait(timeout=task.wall_time)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    error = f"wall time of {task.wall_time:g} s exceeded"
+                finally:
+                    # Whatever it left running in the background goes too: nothing may
+                    # change the sandbox while its outputs are read.
+                    _kill_group(proc)
+                    self.running.pop(task.id, None)
                 if code is not None and code < 0:
                     sig, code = -code, None
                 if task.id in self.killed:
@@ -366,7 +374,7 @@ class Worker:
                 missing = []
                 for name in task.outputs:
                     try:
-                        kept = logs.with_suffix(f".out{len(outputs)}")
+                        kept = self.logs / f"t{task.id}.out{len(outputs)}"
                         _copy_no_follow(box.collect(name), kept)
                         outputs.append((name, kept))
                     except (FileNotFoundError, UnsafeName, OSError):
@@ -376,10 +384,42 @@ class Worker:
         except (CacheError, UnsafeName, OSError) as exc:
             error = f"could not set up the task: {exc}"
         result = Result(id=task.id, exit_code=code, signal=sig, error=error,
-                        stdout=_tail(logs.with_suffix(".stdout")),
-                        stderr=_tail(logs.with_suffix(".stderr")),
+                        stdout=logs.tail(logs.stdout), stderr=logs.tail(logs.stderr),
                         elapsed=time.monotonic() - start, outputs=[n for n, _ in outputs])
         return result, outputs
+
+    def thread_logs(self) -> TaskLogs:
+        """This task thread's stdout/stderr files (a thread runs one task at a time)."""
+        logs = getattr(self.local, "logs", None)
+        if logs is None:
+            logs = self.local.logs = TaskLogs(self.logs, threading.get_ident())
+        return logs
+
+
+class TaskLogs:
+    """A pair of files for a task's stdout and stderr, emptied and reused task after task.
+
+    Creating, reading and deleting two files per task cost more than the
+    shortest tasks themselves; the tasks share the open descriptors instead.
+    """
+
+    def __init__(self, directory: Path, key: int) -> None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        self.stdout = os.open(directory / f"{key}.stdout", flags, 0o600)
+        self.stderr = os.open(directory / f"{key}.stderr", flags, 0o600)
+
+    def reset(self) -> None:
+        for fd in (self.stdout, self.stderr):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+
+    @staticmethod
+    def tail(fd: int, limit: int = 65536) -> str:
+        try:
+            size = os.fstat(fd).st_size
+            return os.pread(fd, limit, max(0, size - limit)).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
 
 def _copy_no_follow(source: Path, target: Path) -> None:
@@ -387,15 +427,6 @@ def _copy_no_follow(source: Path, target: Path) -> None:
     fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst, CHUNK)
-
-
-def _tail(path: Path, limit: int = 65536) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

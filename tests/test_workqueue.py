@@ -325,3 +325,86 @@ def test_the_drain_schedule_leaves_time_to_finish():
     for wall in (1.0, 30.0, 600.0, 86400.0):
         drain, leave = drain_schedule(wall)
         assert 0 < drain < leave < wall or wall < 2.5
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (made with cryptography, which
+    paramiko already brings)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "abengine test master")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = directory / "master.pem", directory / "master.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_tls_end_to_end_and_plain_or_untrusting_workers_are_refused(certificate, tmp_path):
+    cert, key = certificate
+    with WorkQueue(port=0, heartbeat=1.0, tls_cert=cert, tls_key=key) as q:
+        command = q.worker_command(cores=1)
+        assert command[-2:] == ["--tls-ca", str(cert)]
+        with socket.create_connection(("127.0.0.1", q.port)) as plain:  # speaks no TLS
+            plain.sendall(struct.pack(">I", 2) + b"{}")
+            with contextlib.suppress(ConnectionResetError):  # dropped at once
+                assert plain.recv(100) == b""
+        workers = [subprocess.Popen([*command, "--timeout", "30"], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                   for _ in range(2)]
+        try:
+            data = tmp_path / "data.bin"
+            data.write_bytes(os.urandom(3 << 20))  # several TLS records, several chunks
+            for i in range(10):
+                t = Task(f"cat in.bin > out.bin && echo {i}")
+                t.add_input(data, "in.bin")
+                t.add_output("out.bin", tmp_path / f"out{i}.bin")
+                q.submit(t)
+            done = finish_all(q)
+            assert sorted(int(t.stdout) for t in done) == list(range(10))
+            assert all((tmp_path / f"out{i}.bin").read_bytes() == data.read_bytes()
+                       for i in range(10))
+            secret = Path(command[command.index("--password-file") + 1]).read_bytes()
+            from abengine.workqueue.tls import client_context
+
+            fields = query("127.0.0.1", q.port, secret, tls=client_context(str(cert)))
+            assert fields["done"] == 10 and fields["workers"] == 2
+            assert q.stats()["refused"] == 1  # the plain connection
+        finally:
+            for w in workers:
+                w.terminate()
+                w.wait(timeout=10)
+
+
+def test_a_worker_that_does_not_trust_the_certificate_says_so_and_stops(certificate, tmp_path):
+    cert, key = certificate
+    with WorkQueue(port=0, tls_cert=cert, tls_key=key) as q:
+        command = q.worker_command(cores=1)
+        command[command.index("--tls-ca") + 1] = str(tmp_path / "missing.pem")
+        bad_file = subprocess.run([*command, "--timeout", "5"], capture_output=True, text=True,
+                                  timeout=30)
+        assert bad_file.returncode == 2 and "--tls-ca" in bad_file.stderr
+        system_cas = [a for a in command if a != "--tls-ca" and a != str(tmp_path / "missing.pem")]
+        untrusting = subprocess.run([*system_cas, "--tls", "--timeout", "5"],
+                                    capture_output=True, text=True, timeout=30)
+        assert untrusting.returncode == 1 and "not trusted" in untrusting.stderr
+        assert q.stats()["workers_joined"] == 0

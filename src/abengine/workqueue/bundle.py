@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 #: The worker's modules, in import order; each may import only the ones before it.
-MODULES = ("auth", "protocol", "cache", "worker")
+MODULES = ("auth", "protocol", "cache", "tls", "worker")
 PACKAGE = "abengine_worker"
 
 LOADER = '''

@@ -26,6 +26,7 @@ import os
 import queue
 import selectors
 import socket
+import ssl
 import statistics
 import sys
 import tempfile
@@ -61,6 +62,7 @@ from .protocol import (
     Welcome,
 )
 from .protocol import Task as TaskMessage
+from .tls import server_context
 
 CHUNK = 1 << 20
 HANDSHAKE_SECONDS = 10.0
@@ -124,13 +126,21 @@ class _Peer:
         self.receiving: tuple | None = None  # (task id, name, temp path, file) during an Output
         self.received: dict[int, dict[str, Path]] = {}
         self.closing = False
+        self.handshaking = False  # TLS handshake not finished: nothing else goes out
         self.draining = False  # its wall time is running out: no new tasks
 
 
 class WorkQueue:
     def __init__(self, port: int = 0, host: str = "", secret: bytes | None = None,
                  password_file: str | Path | None = None, heartbeat: float = 5.0,
-                 retries: int = 3, speculate: bool = True) -> None:
+                 retries: int = 3, speculate: bool = True, tls_cert: str | Path | None = None,
+                 tls_key: str | Path | None = None, tls_ca: str | Path | None = None) -> None:
+        """A master listening on `port` (0: any free port).
+
+        With `tls_cert` (PEM; `tls_key` if the key is in a file of its own),
+        every connection speaks TLS; workers verify the certificate against
+        `tls_ca`, by default the certificate itself (self-signed).
+        """
         # The secret is what a password file holds, byte for byte; made up per run if not given.
         if password_file is not None:
             secret = load_secret(Path(password_file))
@@ -138,6 +148,8 @@ class WorkQueue:
         self.heartbeat = heartbeat
         self.retries = retries
         self.speculate = speculate
+        self._tls = server_context(str(tls_cert), tls_key and str(tls_key)) if tls_cert else None
+        self._tls_ca = str(tls_ca or tls_cert) if tls_cert else None
         self._listener = socket.create_server((host, port), reuse_port=False, backlog=1024)
         self._listener.setblocking(False)
         self.port = self._listener.getsockname()[1]
@@ -212,8 +224,9 @@ class WorkQueue:
 
     def worker_command(self, cores: int = 1, host: str = "127.0.0.1") -> list[str]:
         """The argv that starts a worker for this queue, the secret passed as a file (not argv)."""
+        tls = ["--tls-ca", self._tls_ca] if self._tls_ca else []
         return [sys.executable, "-m", "abengine.workqueue.worker", host, str(self.port),
-                "--cores", str(cores), "--password-file", str(self._secret_file)]
+                "--cores", str(cores), "--password-file", str(self._secret_file), *tls]
 
     def stats(self) -> dict:
         box: queue.Queue = queue.Queue()
@@ -273,6 +286,9 @@ class WorkQueue:
                 else:
                     peer = key.data
                     try:
+                        if peer.handshaking:
+                            self._tls_handshake(peer)
+                            continue
                         if mask & selectors.EVENT_READ:
                             self._read(peer)
                         if mask & selectors.EVENT_WRITE and peer.id in self._peers:
@@ -316,29 +332,59 @@ class WorkQueue:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_side=True,
+                                             do_handshake_on_connect=False)
             peer = _Peer(sock, Connection(Role.MASTER, self.secret), f"{address[0]}:{address[1]}")
             self._peers[peer.id] = peer
             self._selector.register(sock, selectors.EVENT_READ, peer)
-            self._send(peer, peer.conn.start())
+            if self._tls is not None:
+                peer.handshaking = True
+                self._tls_handshake(peer)
+            else:
+                self._send(peer, peer.conn.start())
+
+    def _tls_handshake(self, peer: _Peer) -> None:
+        """Advance a peer's TLS handshake; once done, the protocol's challenge goes out."""
+        assert isinstance(peer.sock, ssl.SSLSocket)
+        try:
+            peer.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._selector.modify(peer.sock, selectors.EVENT_READ, peer)
+            return
+        except ssl.SSLWantWriteError:
+            self._selector.modify(peer.sock, selectors.EVENT_WRITE, peer)
+            return
+        except OSError as exc:  # ssl.SSLError included: not TLS, bad certificate, reset...
+            self._stats["refused"] += 1
+            self._drop(peer, f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
+            return
+        peer.handshaking = False
+        self._selector.modify(peer.sock, selectors.EVENT_READ, peer)
+        self._send(peer, peer.conn.start())
 
     # reading ----------------------------------------------------------------------
     def _read(self, peer: _Peer) -> None:
-        try:
-            data = peer.sock.recv(CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        peer.heard = time.monotonic()
-        try:
-            peer.conn.receive_data(data)
-            while peer.id in self._peers:
-                event = peer.conn.next_event()
-                if event is NEED_DATA:
-                    break
-                self._handle(peer, event)
-        except ProtocolError as exc:
-            self._drop(peer, f"protocol error: {exc}")
+        while peer.id in self._peers:
+            try:
+                data = peer.sock.recv(CHUNK)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError:
+                data = b""
+            peer.heard = time.monotonic()
+            try:
+                peer.conn.receive_data(data)
+                while peer.id in self._peers:
+                    event = peer.conn.next_event()
+                    if event is NEED_DATA:
+                        break
+                    self._handle(peer, event)
+            except ProtocolError as exc:
+                self._drop(peer, f"protocol error: {exc}")
+            # TLS may hold decrypted bytes the selector cannot see: read them now.
+            if not data or not isinstance(peer.sock, ssl.SSLSocket) or not peer.sock.pending():
+                return
 
     def _handle(self, peer: _Peer, event: object) -> None:
         if isinstance(event, Authenticated):
@@ -436,9 +482,10 @@ class WorkQueue:
         ahead of it. Sending at once when the queue is empty (the usual case for
         a task or a heartbeat) spares two selector changes per message.
         """
-        if peer.out or peer.closing:
+        if peer.out or peer.closing or peer.handshaking:
             peer.out.append(message)
-            self._want_write(peer)
+            if not peer.handshaking:
+                self._want_write(peer)
             return
         try:
             data = message if isinstance(message, (bytes, bytearray)) else peer.conn.send(message)
@@ -497,7 +544,7 @@ class WorkQueue:
                     peer.out[0] = item[sent:]
                     return
                 peer.out.popleft()
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             return
         except OSError as exc:
             self._drop(peer, exc.strerror or str(exc))

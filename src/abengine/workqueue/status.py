@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -25,12 +26,15 @@ from .protocol import (
     StatusRequest,
     Welcome,
 )
+from .tls import client_context
 
 
-def query(host: str, port: int, secret: bytes, timeout: float = 10.0) -> dict:
+def query(host: str, port: int, secret: bytes, timeout: float = 10.0,
+          tls: ssl.SSLContext | None = None) -> dict:
     """The master's status fields; raises OSError, PermissionError or ProtocolError."""
     conn = Connection(Role.WORKER, secret)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as plain, \
+            (tls.wrap_socket(plain, server_hostname=host) if tls else plain) as sock:
 
         def next_event() -> object:
             while True:
@@ -63,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("port", metavar="PORT", type=int)
     p.add_argument("--password-file", metavar="FILE", required=True,
                    help="file holding the master's secret")
+    p.add_argument("--tls", action="store_true", help="the master speaks TLS")
+    p.add_argument("--tls-ca", metavar="FILE",
+                   help="trust the CA certificates in FILE for the master's TLS certificate "
+                        "(implies --tls)")
     args = p.parse_args(argv)
     try:
-        fields = query(args.host, args.port, load_secret(Path(args.password_file)))
+        tls = client_context(args.tls_ca) if args.tls or args.tls_ca else None
+        fields = query(args.host, args.port, load_secret(Path(args.password_file)), tls=tls)
     except (OSError, ValueError, PermissionError, ProtocolError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"abengine status: error: {args.host}:{args.port}: {why}", file=sys.stderr)

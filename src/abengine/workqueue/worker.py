@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -55,10 +56,12 @@ from .protocol import (
     Task,
     Welcome,
 )
+from .tls import TlsSocket, client_context
 
 CHUNK = 1 << 20
 SECRET_ENV = "ABENGINE_SECRET"  # the secret itself; how a launcher can hand it over without argv
 MAX_BACKOFF = 5.0
+HANDSHAKE_SECONDS = 10.0
 
 
 def drain_schedule(wall_time: float) -> tuple[float, float]:
@@ -77,8 +80,10 @@ class Lost(Exception):
 
 class Worker:
     def __init__(self, host: str, port: int, secret: bytes, cores: int, workdir: Path,
-                 idle_timeout: float, wall_time: float | None = None) -> None:
+                 idle_timeout: float, wall_time: float | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.secret = host, port, secret
+        self.tls = tls
         self.cores = cores
         self.idle_timeout = idle_timeout
         self.cache = Cache(workdir)
@@ -88,7 +93,7 @@ class Worker:
         self.running: dict[int, subprocess.Popen] = {}
         self.killed: set[int] = set()
         self.last_work = time.monotonic()
-        self.sock: socket.socket | None = None
+        self.sock: socket.socket | TlsSocket | None = None
         self.pool = ThreadPoolExecutor(cores, thread_name_prefix="task")
         self.logs = Path(tempfile.mkdtemp(prefix="logs-", dir=self.cache.root))
         self.local = threading.local()  # each task thread's TaskLogs
@@ -144,8 +149,11 @@ class Worker:
         except OSError as exc:
             raise Lost(exc.strerror or str(exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(None)
+        if self.tls is not None:
+            sock = self.start_tls(sock)
+        sock.settimeout(HANDSHAKE_SECONDS)
         self.sock, self.conn = sock, Connection(Role.WORKER, self.secret)
+        self.heartbeat = 0.0  # not open yet: silence means a wrong peer, not a quiet master
         challenge = self.next_event()
         if not isinstance(challenge, Challenge):
             raise Lost(f"expected a challenge, got {type(challenge).__name__}")
@@ -202,6 +210,18 @@ class Worker:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def start_tls(self, sock: socket.socket) -> TlsSocket:
+        assert self.tls is not None
+        try:
+            return TlsSocket(sock, self.tls, self.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise PermissionError(f"master {self.host}:{self.port}: TLS certificate not trusted: "
+                                  f"{exc.verify_message} (see --tls-ca)") from None
+        except (OSError, ValueError) as exc:  # SSLError is an OSError: e.g. a master without TLS
+            sock.close()
+            raise Lost(f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}") from None
+
     def disconnect(self) -> None:
         for proc in list(self.running.values()):  # their results could not be delivered
             _kill_group(proc)
@@ -223,6 +243,9 @@ class Worker:
             try:
                 data = self.sock.recv(CHUNK)
             except TimeoutError:
+                if not self.heartbeat:
+                    raise Lost(f"no answer within {HANDSHAKE_SECONDS:g} s (a master that "
+                               "speaks TLS needs --tls or --tls-ca)") from None
                 silent += 1
                 if silent >= 3:
                     raise Lost("no heartbeat from the master") from None
@@ -469,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0, metavar="IDLE_S",
                    help="leave after this many seconds without work (default: 900)")
     p.add_argument("--password-file", metavar="FILE", help="file holding the shared secret")
+    p.add_argument("--tls", action="store_true",
+                   help="speak TLS to the master, trusting the system's certificate authorities")
+    p.add_argument("--tls-ca", metavar="FILE",
+                   help="speak TLS to the master, trusting the CA certificates in FILE (for a "
+                        "self-signed master, its certificate); implies --tls")
     p.add_argument("--wall-time", type=float, metavar="S",
                    help="seconds until the batch system kills this worker: it stops taking "
                         "tasks 10%% of that (2 s to 5 min) before, lets the running ones finish, "
@@ -487,12 +515,20 @@ def main(argv: list[str] | None = None) -> int:
             or (args.wall_time is not None and args.wall_time <= 0)):
         log("error: --cores, --timeout and --wall-time must be positive and PORT in 1..65535")
         return 2
+    tls = None
+    if args.tls or args.tls_ca:
+        try:
+            tls = client_context(args.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            log(f"error: --tls-ca {args.tls_ca}: {getattr(exc, 'strerror', None) or exc}")
+            return 2
     try:
         root = Path(tempfile.mkdtemp(prefix="abengine-worker-", dir=args.workdir))
     except OSError as exc:
         log(f"error: --workdir {args.workdir}: {exc.strerror}")
         return 2
-    worker = Worker(args.host, args.port, secret, args.cores, root, args.timeout, args.wall_time)
+    worker = Worker(args.host, args.port, secret, args.cores, root, args.timeout, args.wall_time,
+                    tls)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # cleans up in Worker.run's finally
     try:
         return worker.run()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import heapq
 import itertools
 import os
 import queue
@@ -562,21 +563,24 @@ class WorkQueue:
                    if p.worker and not p.closing and not p.draining and p.free > -p.cores]
         if not workers:
             return
+        # The worker with the most free cores first: a heap, so a task costs O(log workers).
+        heap = [(-w.free, w.id, w) for w in workers]
+        heapq.heapify(heap)
         skipped: list[int] = []
-        while self._waiting and workers:
+        while self._waiting and heap:
             task = self._tasks.get(self._waiting.popleft())
             if task is None or task.state != WAITING:
                 continue
-            worker = max((w for w in workers if w.free + w.cores >= task.cores), default=None,
-                         key=lambda w: w.free)
-            if worker is None:
+            worker = heap[0][2]
+            if worker.free + worker.cores < task.cores:  # fits nowhere now
                 skipped.append(task.id)
                 if len(skipped) > 1000:
                     break
                 continue
+            heapq.heappop(heap)
             self._start(task, worker)
-            if worker.free <= -worker.cores:
-                workers.remove(worker)
+            if worker.free > -worker.cores:
+                heapq.heappush(heap, (-worker.free, worker.id, worker))
         self._waiting.extendleft(reversed(skipped))
         if self.speculate and not self._waiting:
             idle = [w for w in workers if w.free > 0]

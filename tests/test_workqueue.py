@@ -293,8 +293,10 @@ def test_stats_from_another_thread_while_tasks_come_and_go(queue):
         stop.set()
         poller.join(timeout=10)
     assert sorted(int(t.stdout) for t in done) == list(range(300))
-    assert len(seen) > 10 and seen[-1]["done"] == 300
+    # The poller's last answer may predate the last result; a fresh one may not.
+    assert len(seen) > 10 and q.stats()["done"] == 300
     assert all(s["waiting"] >= 0 and s["running"] >= 0 for s in seen)
+    assert all(a["done"] <= b["done"] for a, b in zip(seen, seen[1:]))
 
 
 def test_a_worker_drains_before_its_wall_time_and_no_task_is_lost(queue):

@@ -8,7 +8,7 @@ See README.md for the command-line tools (`allpairs`, `abengine map`, ...).
 """
 
 from . import sets
-from .abstractions import AllPairs, Map, allpairs, map  # noqa: A004
+from .abstractions import AllPairs, Classify, Map, allpairs, classify, map  # noqa: A004
 from .engines import Engine, LocalEngine
 from .errors import AbengineError, Failure, TaskFailures, UsageError
 from .functions import BUILTINS, vectorized
@@ -17,9 +17,9 @@ from .graph import File, PythonTask, Task, TaskGraph, TaskResult, current_sandbo
 __version__ = "0.1.0"
 
 __all__ = [
-    "BUILTINS", "AbengineError", "AllPairs", "Engine", "Failure", "File", "LocalEngine", "Map",
+    "BUILTINS", "AbengineError", "AllPairs", "Classify", "Engine", "Failure", "File", "LocalEngine", "Map",
     "PythonTask", "Task", "TaskFailures", "TaskGraph", "TaskResult", "UsageError",
-    "allpairs", "current_sandbox", "map", "sets", "vectorized", "wavefront",
+    "allpairs", "classify", "current_sandbox", "map", "sets", "vectorized", "wavefront",
 ]
 
 

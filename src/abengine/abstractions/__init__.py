@@ -1,7 +1,8 @@
-"""Abstractions over sets of elements: All-Pairs and Map (Wavefront, Classify to come)."""
+"""Abstractions: All-Pairs, Map and Classify (Wavefront to come)."""
 
 from .allpairs import AllPairs, allpairs
 from .base import Grid
+from .classify import Classify, classify
 from .map import Map, map  # noqa: A004
 
-__all__ = ["AllPairs", "Grid", "Map", "allpairs", "map"]
+__all__ = ["AllPairs", "Classify", "classify", "Grid", "Map", "allpairs", "map"]

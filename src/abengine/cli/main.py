@@ -9,6 +9,7 @@ from .. import __version__
 from ..abstractions import Map
 from ..functions import BUILTINS
 from . import allpairs as allpairs_cli
+from . import classify as classify_cli
 from .common import (
     Parser,
     add_engine_options,
@@ -38,6 +39,7 @@ def build_parser() -> Parser:
                    add_help=False)
     sub.add_parser("status", help="workers and tasks of a master: abengine status HOST PORT",
                    add_help=False)
+    classify_cli.add_parser(sub)
     sub.add_parser("builtins", help="list the builtin functions")
     return p
 
@@ -58,11 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "map":
         return run_command("abengine map", lambda: _map(args))
+    if args.command == "classify":
+        return run_command("abengine classify", lambda: classify_cli.run(args))
     if args.command == "builtins":
         for builtin in BUILTINS.values():
             print(f"{builtin.name:<12} {builtin.help}")
         return 0
-    print("abengine: error: say which command: map, allpairs, worker, status or builtins "
+    print("abengine: error: say which command: map, allpairs, classify, worker, status or "
+          "builtins "
           "(see abengine --help)", file=sys.stderr)
     return 2
 

@@ -44,7 +44,9 @@ def test_timeout_is_for_executables(tmp_path):
     assert_usage_error(run_cli(listing, listing, "cosine", "--timeout", "0"), "timeout")
 
 
-def test_ctrl_c_stops_the_run_and_every_program_it_started(tmp_path):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_run_and_every_program_it_started(tmp_path, how):
+    """SIGINT is Ctrl-C; SIGTERM is `kill` or a batch system ending the master's job."""
     listing = write_numbered(tmp_path / "set", 4)
     marker = str(4000 + os.getpid() % 1000)
     script = make_script(tmp_path / "f.sh", f"""
@@ -60,7 +62,7 @@ def test_ctrl_c_stops_the_run_and_every_program_it_started(tmp_path):
     while len(sleepers_with(f"sleep {marker}")) < 2:  # both cores busy with F
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    proc.send_signal(how)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr

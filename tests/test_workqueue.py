@@ -410,3 +410,28 @@ def test_a_worker_that_does_not_trust_the_certificate_says_so_and_stops(certific
                                     capture_output=True, text=True, timeout=30)
         assert untrusting.returncode == 1 and "not trusted" in untrusting.stderr
         assert q.stats()["workers_joined"] == 0
+
+
+def test_a_task_stopped_early_takes_its_programs_in_other_sessions_with_it(queue):
+    """Wall time (or Kill, or a lost master) kills the task's whole tree, even programs that
+    left its process group, as a runner's per-cell programs do."""
+    q, workers = queue
+    workers.append(start_worker(q))
+    marker = f"{os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
+    t = Task(f"setsid sleep {marker} & sleep 30", wall_time=1.0)
+    q.submit(t)
+    [done] = finish_all(q)
+    assert "wall time" in done.error or "wall time" in " ".join(done.attempts)
+
+    def left() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+        return found
+
+    deadline = time.monotonic() + 5
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left()

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from ..engines import Engine, make_engine
 from ..errors import TaskFailures, UsageError
+from ..workqueue.batch import SYSTEMS, parse_duration, parse_memory
 
 EXIT_INTERRUPTED = 130
+
+
+#: Options whose value may itself start with a dash (a scheduler's own options).
+DASHED_VALUES = ("--batch-options",)
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,6 +30,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        # `--batch-options "--partition=x"`: argparse would take the value for an option.
+        args = list(sys.argv[1:] if args is None else args)
+        glued: list[str] = []
+        words = iter(args)
+        for word in words:
+            if word in DASHED_VALUES:
+                value = next(words, None)
+                glued.append(word if value is None else f"{word}={value}")
+            else:
+                glued.append(word)
+        return super().parse_known_args(glued, namespace)
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -33,13 +53,77 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cores", type=int, metavar="N",
                    help="cores to use (local: default all; workqueue: cores per worker)")
     g.add_argument("--workers", type=int, metavar="N",
-                   help="workqueue: start N workers on this machine (and remove them after)")
+                   help="workqueue: start N workers (see --batch), keep N while tasks remain, "
+                        "and remove them at the end")
     g.add_argument("--port", type=int, metavar="P",
                    help="workqueue: listen on port P (default: any free port); without "
                         "--workers, print the command that starts workers by hand")
     g.add_argument("--retries", type=int, default=2, metavar="N",
                    help="extra attempts for a task that fails (default: 2)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w = p.add_argument_group("workers (with --engine workqueue --workers N)")
+    w.add_argument("--batch", metavar="TYPE",
+                   help=f"where the workers run: {', '.join(SYSTEMS)} (default: local, "
+                        "processes of this machine)")
+    add_worker_options(w)
+    w.add_argument("--master-address", metavar="HOST",
+                   help="the address workers connect to (default: this machine's address as "
+                        "seen from ssh hosts, else its host name's; 127.0.0.1 for local)")
+    w.add_argument("--connect-timeout", type=_duration, default=60.0, metavar="S",
+                   help="give up when no worker connected S seconds after its job started "
+                        "(default: 60; jobs still queued are waited for)")
+
+
+def add_worker_options(g: argparse._ArgumentGroup) -> None:
+    """The options of workers started by a batch system (engine and submit-workers)."""
+    g.add_argument("--hosts", metavar="H1,H2,...",
+                   help="ssh: the hosts, [user@]host[:port], workers spread round-robin")
+    g.add_argument("--batch-options", metavar="OPTS", default="",
+                   help="options passed verbatim to the scheduler's submit command (sbatch, "
+                        "qsub, condor_submit), e.g. \"-p short -A proj\" for sbatch")
+    g.add_argument("--wall-time", type=_duration, metavar="S",
+                   help="the jobs' wall time (seconds, H:M:S or e.g. 90m); workers stop taking "
+                        "tasks and leave before it")
+    g.add_argument("--memory", type=_memory, metavar="MB",
+                   help="memory per worker job (megabytes, or e.g. 4G)")
+    g.add_argument("--worker-python", metavar="PATH",
+                   help="the workers' interpreter (default: this one; ssh: this path if the "
+                        "host has it, else python3; condor: python3)")
+    g.add_argument("--ssh-key", metavar="FILE",
+                   help="ssh: log in with this key only (default: the agent's and ~/.ssh keys)")
+    g.add_argument("--ssh-known-hosts", metavar="FILE",
+                   help="ssh: host keys to trust (default: ~/.ssh/known_hosts); unknown hosts "
+                        "are refused")
+    g.add_argument("--log-dir", metavar="DIR",
+                   help="keep the job scripts and worker logs in a new directory under DIR "
+                        "(default: a private one under ~/.abengine/runs, removed at the end)")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def worker_settings(args: argparse.Namespace) -> dict:
+    """The add_worker_options values as batch settings (ssh ones only for ssh)."""
+    settings = {"wall_time": args.wall_time, "memory": args.memory,
+                "worker_python": args.worker_python, "log_dir": args.log_dir}
+    if args.ssh_key is not None or args.ssh_known_hosts is not None:
+        settings.update(ssh_key=args.ssh_key, known_hosts=args.ssh_known_hosts)
+    return settings
+
+
+def split_hosts(text: str | None) -> list[str]:
+    return [h.strip() for h in (text or "").split(",") if h.strip()]
 
 
 def add_function_options(p: argparse.ArgumentParser) -> None:
@@ -61,11 +145,32 @@ def add_function_options(p: argparse.ArgumentParser) -> None:
                         "output")
 
 
+WORKER_OPTIONS = ("batch", "hosts", "batch_options", "wall_time", "memory", "worker_python",
+                  "ssh_key", "ssh_known_hosts", "log_dir")
+
+
 def engine_from(args: argparse.Namespace) -> Engine:
     """The engine the engine options ask for (the caller shuts it down)."""
-    if args.engine == "local" and (args.workers is not None or args.port is not None):
-        raise UsageError("--workers and --port go with --engine workqueue")
-    return make_engine(args.engine, args.cores, args.workers, args.port)
+    given = [f"--{name.replace('_', '-')}" for name in WORKER_OPTIONS if getattr(args, name)]
+    if args.engine == "local":
+        given += [o for o, v in (("--workers", args.workers), ("--port", args.port),
+                                 ("--master-address", args.master_address)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: these go with --engine workqueue")
+        return make_engine("local", args.cores)
+    if given and not args.workers:
+        raise UsageError(f"{', '.join(given)}: these go with --workers N (the workers to start)")
+    if args.hosts and (args.batch or "local") != "ssh":
+        raise UsageError(f"--hosts is for --batch ssh, not --batch {args.batch or 'local'}")
+    if args.batch == "ssh" and not split_hosts(args.hosts):
+        raise UsageError("--batch ssh needs --hosts HOST1,HOST2,... ([user@]host[:port])")
+    if not args.workers:
+        return make_engine("workqueue", args.cores, None, args.port,
+                           master_address=args.master_address)
+    return make_engine("workqueue", args.cores, args.workers, args.port,
+                       batch=args.batch or "local", hosts=split_hosts(args.hosts),
+                       batch_options=args.batch_options, master_address=args.master_address,
+                       connect_timeout=args.connect_timeout, **worker_settings(args))
 
 
 def extra_args(text: str) -> list[str]:
@@ -75,8 +180,18 @@ def extra_args(text: str) -> list[str]:
         raise UsageError(f"-e {text!r}: {exc}") from None
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a batch system's kill at the master's wall time, `kill PID`
+
+
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
-    """Run a command's body and map what it raises to an exit status."""
+    """Run a command's body and map what it raises to an exit status.
+
+    SIGTERM stops the run like Ctrl-C does, so its workers and their jobs are
+    removed and finished results are kept.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return body() or 0
     except UsageError as exc:

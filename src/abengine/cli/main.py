@@ -1,4 +1,5 @@
-"""`abengine SUBCOMMAND`: the umbrella command (map, allpairs, worker, status, builtins)."""
+"""`abengine SUBCOMMAND`: the umbrella command (map, allpairs, worker, status, submit-workers,
+builtins)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def build_parser() -> Parser:
                        "or a Python module:function. Prints `entry<TAB>result` lines.")
     m.add_argument("set", metavar="SET")
     m.add_argument("function", metavar="FUNCTION")
-    m.add_argument("-b", "--batch", type=int, metavar="N",
+    # -b's long form is --block-size: --batch names where workers run (engine options).
+    m.add_argument("-b", "--block-size", type=int, metavar="N",
                    help="elements per task (default: chosen by the model)")
     add_function_options(m)
     add_engine_options(m)
@@ -39,6 +41,9 @@ def build_parser() -> Parser:
                    add_help=False)
     sub.add_parser("status", help="workers and tasks of a master: abengine status HOST PORT",
                    add_help=False)
+    sub.add_parser("submit-workers", add_help=False,
+                   help="workers for a master as batch jobs: abengine submit-workers -T "
+                        "local|ssh|slurm|sge|condor HOST PORT N")
     classify_cli.add_parser(sub)
     sub.add_parser("builtins", help="list the builtin functions")
     return p
@@ -56,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from ..workqueue.status import main as status_main
 
         return status_main(argv[1:])
+    if argv[:1] == ["submit-workers"]:
+        from .submit_workers import main as submit_main
+
+        return submit_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "map":
@@ -66,15 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         for builtin in BUILTINS.values():
             print(f"{builtin.name:<12} {builtin.help}")
         return 0
-    print("abengine: error: say which command: map, allpairs, classify, worker, status or "
-          "builtins "
-          "(see abengine --help)", file=sys.stderr)
+    print("abengine: error: say which command: map, allpairs, classify, worker, status, "
+          "submit-workers or builtins (see abengine --help)", file=sys.stderr)
     return 2
 
 
 def _map(args: argparse.Namespace) -> int:
     job = Map(args.set, args.function, extra_args=extra_args(args.extra_args),
-              extra_files=args.extra_file, block=args.batch,
+              extra_files=args.extra_file, block=args.block_size,
               seconds_per_cell=args.seconds_per_cell, timeout=args.timeout)
     with engine_from(args) as engine:
         job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,

@@ -1,28 +1,37 @@
 """The Work Queue engine: every task of a graph on workers connected to a master.
 
-`WorkQueueEngine(workers=N)` starts N local workers and removes them at the
-end; `WorkQueueEngine(port=P)` listens on P and prints the command line that
-starts a worker by hand, anywhere that can reach this machine. A PythonTask
-travels as a command (`python -m abengine.engines.pyrun`) with its call
-pickled by value as an input file and its return value as an output file.
+`WorkQueueEngine(workers=N, batch="slurm")` starts N workers as jobs of a
+batch system (local processes by default; ssh, slurm, sge, condor), waits for
+the first to connect, keeps N while tasks remain (replacing jobs that end)
+and removes every job when it shuts down, whatever the reason.
+`WorkQueueEngine(port=P)` only listens on P and prints the command that
+starts a worker by hand. A PythonTask travels as a command
+(`python -m abengine.engines.pyrun`) with its call pickled by value as an
+input file and its return value as an output file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-from concurrent.futures import Future
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 
 import cloudpickle
 
-from ..graph import PythonTask, Task, TaskResult, describe_exit
+from ..errors import UsageError
+from ..graph import PythonTask, Task, TaskGraph, TaskResult, describe_exit
 from ..workqueue import master as wq
-from .base import Engine
+from ..workqueue.batch import make_batch
+from ..workqueue.batch.base import default_address
+from ..workqueue.batch.pool import WorkerPool, say
+from .base import Engine, OnResult, RunReport
 
 
 class WorkQueueEngine(Engine):
@@ -31,28 +40,91 @@ class WorkQueueEngine(Engine):
     dispatch_latency = 5e-3
 
     def __init__(self, workers: int | None = None, port: int = 0, cores_per_worker: int = 1,
-                 python: str = sys.executable) -> None:
-        self.queue = wq.WorkQueue(port=port)
+                 python: str = sys.executable, batch: str = "local",
+                 hosts: Sequence[str] = (), batch_options: str = "",
+                 wall_time: float | None = None, memory: int | None = None,
+                 master_address: str | None = None, connect_timeout: float = 60.0,
+                 **batch_settings) -> None:
+        """`batch_settings` go to the batch system: `ssh_key`, `known_hosts`, `log_dir`,
+        `idle_timeout`, `prologue`, `worker_python` (the workers' interpreter)."""
+        try:
+            self.queue = wq.WorkQueue(port=port)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on port {port}: {exc.strerror}") from None
         self.python = python
+        # Workers this engine starts export the interpreter that has abengine where they
+        # run (ABENGINE_PYTHON); workers started by hand fall back to `python`.
+        plain = re.fullmatch(r"[\w/.+-]+", python)
+        self._task_python = f'"${{ABENGINE_PYTHON:-{python}}}"' if plain else shlex.quote(python)
         self._scratch = Path(tempfile.mkdtemp(prefix="abengine-wq-"))
         self._ids = itertools.count(1)
-        self._workers: list[subprocess.Popen] = []
+        self._inflight: set[int] = set()
+        self._fatal: UsageError | None = None
+        self.pool: WorkerPool | None = None
         self._expected = (workers or 0) * cores_per_worker
-        for _ in range(workers or 0):
-            self._workers.append(subprocess.Popen(
-                self.queue.worker_command(cores=cores_per_worker), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        if not workers:
-            command = " ".join(shlex.quote(a) for a in self.queue.worker_command())
-            print(f"abengine: master listening on port {self.queue.port}; start workers with:\n"
-                  f"  {command}\n(use this machine's address in place of 127.0.0.1 elsewhere)",
-                  file=sys.stderr)
+        try:
+            if workers:
+                python_there = batch_settings.pop("worker_python", None)
+                settings = dict(batch_settings, cores=cores_per_worker, wall_time=wall_time,
+                                memory=memory, options=batch_options, python=python_there)
+                self._start_workers(workers, batch, list(hosts), master_address,
+                                    connect_timeout, settings)
+            else:
+                self._tell_how_to_start_workers(master_address)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start_workers(self, workers: int, batch: str, hosts: list[str], address: str | None,
+                       connect_timeout: float, settings: dict) -> None:
+        """Submit the jobs, wait for the first worker, then keep them in a thread."""
+        ssh_only = ["hosts"] * bool(hosts) + [k for k in ("ssh_key", "known_hosts")
+                                               if settings.get(k)]
+        if batch == "ssh":
+            settings["hosts"] = hosts
+        elif ssh_only:
+            raise UsageError(f"{', '.join(ssh_only)}: only for the ssh batch system, "
+                             f"not {batch}")
+        else:
+            settings = {k: v for k, v in settings.items() if k not in ("ssh_key", "known_hosts")}
+        system = make_batch(batch, address, self.queue.port, self.queue.secret, **settings)
+        self.pool = WorkerPool(system, workers, self.queue.stats,
+                               connect_timeout=connect_timeout)
+        jobs = self.pool.start()
+        say(f"master listening on port {self.queue.port}; {len(jobs)} {batch} worker job(s) "
+            f"({' '.join(jobs)}) connect to {system.address} (--master-address to change)")
+        seconds = self.pool.wait_for_first_worker()
+        say(f"first worker connected after {seconds:.1f} s")
+        self.pool.watch(self._give_up)
+
+    def _tell_how_to_start_workers(self, address: str | None) -> None:
+        address = address or default_address()
+        argv = self.queue.worker_command(host=address)
+        command = shlex.join(argv)
+        secret = argv[argv.index("--password-file") + 1]
+        say(f"master listening on {address}:{self.queue.port}; start workers with:\n"
+            f"  {command}\nor as batch jobs: abengine submit-workers -T slurm|sge|condor|ssh "
+            f"{address} {self.queue.port} N --password-file {secret}")
+
+    def _give_up(self, error: UsageError) -> None:
+        """The workers cannot work: stop the run (from the pool's thread)."""
+        self._fatal = error
+        for task_id in list(self._inflight):
+            self.queue.cancel(task_id)
 
     @property
     def slots(self) -> int:  # type: ignore[override]
         return max(1, self._expected, self.queue.stats()["cores"])
 
+    def run(self, graph: TaskGraph, on_result: OnResult, retries: int = 2) -> RunReport:
+        report = super().run(graph, on_result, retries)
+        if self._fatal is not None:
+            raise self._fatal
+        return report
+
     def submit(self, task: Task) -> Future[TaskResult]:
+        if self._fatal is not None:
+            raise self._fatal
         job = wq.Task(task.command, cores=task.cores, wall_time=task.wall_time)
         for f in task.inputs:
             job.add_input(f.local, f.remote, f.cache)
@@ -65,14 +137,26 @@ class WorkQueueEngine(Engine):
             result_file = self._scratch / f"result-{n}.pkl"
             with open(call, "wb") as f:
                 cloudpickle.dump((task.fn, task.args), f)
-            job.command = (f"{shlex.quote(self.python)} -m abengine.engines.pyrun "
+            job.command = (f"{self._task_python} -m abengine.engines.pyrun "
                            "abengine-call.pkl abengine-result.pkl")
             job.add_input(call, "abengine-call.pkl", cache=False)
             job.add_output("abengine-result.pkl", result_file)
         out: Future[TaskResult] = Future()
         done = self.queue.submit_future(job)
-        done.add_done_callback(lambda f: out.set_result(self._result(task, f.result(),
-                                                                     result_file)))
+        self._inflight.add(job.id)
+
+        def finished(f: Future[wq.Task]) -> None:
+            self._inflight.discard(job.id)
+            result = self._result(task, f.result(), result_file)
+            with contextlib.suppress(InvalidStateError):  # the run stopped and cancelled it
+                out.set_result(result)
+
+        def cancelled(f: Future[TaskResult]) -> None:
+            if f.cancelled():  # Ctrl-C or a fatal error: nobody wants this task any more
+                self.queue.cancel(job.id)
+
+        done.add_done_callback(finished)
+        out.add_done_callback(cancelled)
         return out
 
     @staticmethod
@@ -95,12 +179,14 @@ class WorkQueueEngine(Engine):
                           elapsed=job.elapsed)
 
     def shutdown(self) -> None:
-        self.queue.close()
-        for proc in self._workers:
-            proc.terminate()
-        for proc in self._workers:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        """Remove every worker job (also on errors and Ctrl-C), then close the master."""
+        pool, self.pool = self.pool, None
+        try:
+            if pool is not None:
+                try:
+                    pool.remove()
+                finally:
+                    pool.batch.close()
+        finally:
+            self.queue.close()
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -203,7 +203,7 @@ class Worker:
             return
         self.leaving = self.draining = True
         for proc in list(self.running.values()):
-            _kill_group(proc)
+            _kill_tree(proc)
         self.send(Bye(reason=why))
         sock = self.sock
         if sock is not None:
@@ -224,7 +224,7 @@ class Worker:
 
     def disconnect(self) -> None:
         for proc in list(self.running.values()):  # their results could not be delivered
-            _kill_group(proc)
+            _kill_tree(proc)
         if self.sock is not None:
             self.sock.close()
         self.sock = self.conn = None
@@ -273,7 +273,7 @@ class Worker:
                     self.queued = [t for t in self.queued if t.id != event.id]
                 proc = self.running.get(event.id)
                 if proc is not None:
-                    _kill_group(proc)
+                    _kill_tree(proc)
             elif isinstance(event, Heartbeat):
                 self.send(Heartbeat())  # an idle worker still proves it is alive
             elif isinstance(event, (Bye, Closed)):
@@ -382,7 +382,7 @@ class Worker:
                 try:
                     code = proc.wait(timeout=task.wall_time)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    _kill_tree(proc)
                     proc.wait()
                     error = f"wall time of {task.wall_time:g} s exceeded"
                 finally:
@@ -450,6 +450,42 @@ def _copy_no_follow(source: Path, target: Path) -> None:
     fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst, CHUNK)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a task's process group and every process below it, also those that started
+    sessions of their own (a runner's programs, each in its own group), so none outlives
+    a task stopped early. Linux's /proc finds them; elsewhere, the group only."""
+    below = _descendants(proc.pid)
+    _kill_group(proc)
+    for pid in below:
+        for kill in (os.killpg, os.kill):  # its group, if it leads one; then itself
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

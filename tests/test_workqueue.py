@@ -435,3 +435,23 @@ def test_a_task_stopped_early_takes_its_programs_in_other_sessions_with_it(queue
     while left() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left()
+
+
+def test_allpairs_over_tls_from_the_command_line(certificate, tmp_path):
+    from conftest import ALLPAIRS
+
+    cert, key = certificate
+    data = tmp_path / "v.npy"
+    np.save(data, np.arange(12.0).reshape(6, 2))
+    out = tmp_path / "d.npy"
+    done = subprocess.run([str(ALLPAIRS), str(data), str(data), "euclidean", "-o", str(out),
+                           "--engine", "workqueue", "--workers", "2", "--tls-cert", str(cert),
+                           "--tls-key", str(key), "-q"], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    X = np.arange(12.0).reshape(6, 2)
+    assert np.allclose(np.load(out), np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1)))
+    bad = subprocess.run([str(ALLPAIRS), str(data), str(data), "euclidean", "--engine",
+                          "workqueue", "--workers", "1", "--tls-cert", str(data), "-q"],
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and "--tls-cert" in bad.stderr and "Traceback" not in bad.stderr

@@ -69,6 +69,10 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     w.add_argument("--master-address", metavar="HOST",
                    help="the address workers connect to (default: this machine's address as "
                         "seen from ssh hosts, else its host name's; 127.0.0.1 for local)")
+    g.add_argument("--tls-cert", metavar="PEM",
+                   help="workqueue: speak TLS with this certificate (and key, unless --tls-key); "
+                        "workers check it against the same file")
+    g.add_argument("--tls-key", metavar="PEM", help="workqueue: the certificate's private key")
     w.add_argument("--connect-timeout", type=_duration, default=60.0, metavar="S",
                    help="give up when no worker connected S seconds after its job started "
                         "(default: 60; jobs still queued are waited for)")
@@ -154,7 +158,9 @@ def engine_from(args: argparse.Namespace) -> Engine:
     given = [f"--{name.replace('_', '-')}" for name in WORKER_OPTIONS if getattr(args, name)]
     if args.engine == "local":
         given += [o for o, v in (("--workers", args.workers), ("--port", args.port),
-                                 ("--master-address", args.master_address)) if v is not None]
+                                 ("--master-address", args.master_address),
+                                 ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key))
+                  if v is not None]
         if given:
             raise UsageError(f"{', '.join(given)}: these go with --engine workqueue")
         return make_engine("local", args.cores)
@@ -164,13 +170,16 @@ def engine_from(args: argparse.Namespace) -> Engine:
         raise UsageError(f"--hosts is for --batch ssh, not --batch {args.batch or 'local'}")
     if args.batch == "ssh" and not split_hosts(args.hosts):
         raise UsageError("--batch ssh needs --hosts HOST1,HOST2,... ([user@]host[:port])")
+    if args.tls_key and not args.tls_cert:
+        raise UsageError("--tls-key goes with --tls-cert")
+    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key}
     if not args.workers:
         return make_engine("workqueue", args.cores, None, args.port,
-                           master_address=args.master_address)
+                           master_address=args.master_address, **tls)
     return make_engine("workqueue", args.cores, args.workers, args.port,
                        batch=args.batch or "local", hosts=split_hosts(args.hosts),
                        batch_options=args.batch_options, master_address=args.master_address,
-                       connect_timeout=args.connect_timeout, **worker_settings(args))
+                       connect_timeout=args.connect_timeout, **tls, **worker_settings(args))
 
 
 def extra_args(text: str) -> list[str]:

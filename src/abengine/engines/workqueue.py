@@ -17,6 +17,7 @@ import itertools
 import re
 import shlex
 import shutil
+import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -44,13 +45,20 @@ class WorkQueueEngine(Engine):
                  hosts: Sequence[str] = (), batch_options: str = "",
                  wall_time: float | None = None, memory: int | None = None,
                  master_address: str | None = None, connect_timeout: float = 60.0,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  **batch_settings) -> None:
         """`batch_settings` go to the batch system: `ssh_key`, `known_hosts`, `log_dir`,
         `idle_timeout`, `prologue`, `worker_python` (the workers' interpreter)."""
         try:
-            self.queue = wq.WorkQueue(port=port)
+            self.queue = wq.WorkQueue(port=port, tls_cert=tls_cert, tls_key=tls_key)
+        except ssl.SSLError as exc:
+            raise UsageError(f"--tls-cert {tls_cert}: not a usable certificate and key "
+                             f"({exc.reason or exc})") from None
         except OSError as exc:
-            raise UsageError(f"cannot listen on port {port}: {exc.strerror}") from None
+            what = f"--tls-cert {tls_cert}" if exc.filename else f"cannot listen on port {port}"
+            raise UsageError(f"{what}: {exc.strerror}") from None
+        if tls_cert:  # workers trust the master's own certificate (self-signed or not)
+            batch_settings.setdefault("tls_ca", str(tls_cert))
         self.python = python
         # Workers this engine starts export the interpreter that has abengine where they
         # run (ABENGINE_PYTHON); workers started by hand fall back to `python`.

@@ -3,12 +3,22 @@
     >>> import numpy as np, abengine
     >>> X = np.random.default_rng(0).random((500, 64))
     >>> D = abengine.allpairs(X, X, "euclidean", symmetric=True)
+    >>> R = abengine.wavefront(lambda x, y, left, below, diag: left + below + diag, range(11), range(11))
 
-See README.md for the command-line tools (`allpairs`, `abengine map`, ...).
+See README.md for the command-line tools (`allpairs`, `wavefront`, `abengine map`, ...).
 """
 
 from . import sets
-from .abstractions import AllPairs, Classify, Map, allpairs, classify, map  # noqa: A004
+from .abstractions import (  # noqa: A004
+    AllPairs,
+    Classify,
+    Map,
+    Wavefront,
+    allpairs,
+    classify,
+    map,
+    wavefront,
+)
 from .engines import Engine, LocalEngine
 from .errors import AbengineError, Failure, TaskFailures, UsageError
 from .functions import BUILTINS, vectorized
@@ -18,11 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUILTINS", "AbengineError", "AllPairs", "Classify", "Engine", "Failure", "File", "LocalEngine", "Map",
-    "PythonTask", "Task", "TaskFailures", "TaskGraph", "TaskResult", "UsageError",
+    "PythonTask", "Task", "TaskFailures", "TaskGraph", "TaskResult", "UsageError", "Wavefront",
     "allpairs", "classify", "current_sandbox", "map", "sets", "vectorized", "wavefront",
 ]
 
-
-def wavefront(*args: object, **kwargs: object) -> None:
-    """Wavefront is not available yet in this release (it comes with the performance models)."""
-    raise NotImplementedError("abengine.wavefront is not available yet in this release")

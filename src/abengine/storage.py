@@ -255,6 +255,12 @@ class H5Sink(Sink):
         if time.monotonic() - self._last_flush > self.FLUSH_EVERY:
             self._flush()
 
+    def mark_cells(self, index: Index, done: np.ndarray) -> None:
+        """Record the finished cells inside `index` (a `done` mask of one flag per cell)."""
+        self.mask[index] |= done.astype(np.uint8)
+        if time.monotonic() - self._last_flush > self.FLUSH_EVERY:
+            self._flush()
+
     def done(self) -> set[tuple[int, ...]]:
         return {tuple(int(i) for i in key) for key in np.argwhere(self.mask)}
 
@@ -274,6 +280,160 @@ class H5Sink(Sink):
     def abort(self) -> None:
         self._flush()
         self.file.close()
+
+
+# -- Wavefront's stores: cells arrive a block at a time and resume cell by cell --------
+
+
+class CellStore(ABC):
+    """Where Wavefront's cells go as blocks finish; `load` gives back what a killed run kept.
+
+    The result is one matrix R (boundary row and column included); a store
+    records which cells hold a result, so a resumed run computes only the others.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+
+    def load(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(values, done mask) of an earlier run, or None."""
+        return None
+
+    @abstractmethod
+    def write(self, x0: int, y0: int, values: np.ndarray, computed: np.ndarray) -> None:
+        """Store the cells of `values` (placed at x0, y0) that `computed` marks."""
+
+    @abstractmethod
+    def finish(self, complete: bool) -> Path:
+        """Close the store and give it its final name."""
+
+    def abort(self) -> None:
+        """The run stopped early: keep what is stored for --resume."""
+
+
+class TextCellStore(CellStore):
+    """Lines `x y value`, one per computed cell, as the classic wavefront writes OUTPUT.
+
+    Lines are appended to `NAME.part` as blocks finish (flushed at once, so a
+    killed run loses at most a torn last line); `--resume` reads them back.
+    Boundary cells are not written: they are INPUT's.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int], resume: bool) -> None:
+        super().__init__(shape)
+        self.path, self.part = path, part_path(path)
+        self._loaded: tuple[np.ndarray, np.ndarray] | None = None
+        if path.is_dir():
+            raise UsageError(f"output {path}: is a directory")
+        source = next((p for p in (self.part, self.path) if p.exists()), None) if resume else None
+        try:
+            if source is not None:
+                self._loaded, good_bytes = read_cell_lines(source, shape)
+                if source != self.part:
+                    os.replace(source, self.part)
+                with open(self.part, "r+b") as f:  # drop a line torn by a kill
+                    f.truncate(good_bytes)
+                self.out: IO[str] = open(self.part, "a")  # noqa: SIM115
+            else:
+                self.out = open(self.part, "w")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"output {path}: cannot write there: {exc.strerror}") from None
+
+    def load(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._loaded
+
+    def write(self, x0: int, y0: int, values: np.ndarray, computed: np.ndarray) -> None:
+        lines = []
+        for (i, j) in zip(*np.nonzero(computed)):
+            x, y = x0 + int(i), y0 + int(j)
+            if x > 0 and y > 0:
+                lines.append(f"{x} {y} {format_value(values[i, j])}\n")
+        if lines:
+            self.out.write("".join(lines))
+            self.out.flush()
+
+    def finish(self, complete: bool) -> Path:
+        self.out.close()
+        os.replace(self.part, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.out.close()
+
+
+def read_cell_lines(path: Path, shape: tuple[int, int]) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """The cells of an OUTPUT file (`x y value` lines) and how many bytes of it are whole lines.
+
+    A last line without its newline was torn by a kill and is dropped; any
+    other line that is not a computed cell of this matrix is an error naming it.
+    """
+    values = np.empty(shape, dtype=object)
+    done = np.zeros(shape, dtype=bool)
+    data = path.read_bytes()
+    good = data.rfind(b"\n") + 1
+    for number, raw in enumerate(data[:good].decode("utf-8", "replace").splitlines(), 1):
+        if not raw.strip():
+            continue
+        x, y, value = parse_cell_line(raw, f"{path} line {number}")
+        if not (1 <= x < shape[0] and 1 <= y < shape[1]):
+            raise UsageError(f"{path} line {number}: cell ({x}, {y}) is not a computed cell of "
+                             f"this {shape[0] - 1} x {shape[1] - 1} wavefront; is it the output "
+                             "of another run?")
+        values[x, y], done[x, y] = value, True
+    return (values, done), good
+
+
+def parse_cell_line(line: str, where: str) -> tuple[int, int, str]:
+    """`x y value` (the value: the rest of the line, any text) or a UsageError naming `where`."""
+    parts = line.split(None, 2)
+    try:
+        if len(parts) < 3:
+            raise ValueError
+        x, y = int(parts[0]), int(parts[1])
+    except ValueError:
+        shown = line.strip() if len(line.strip()) < 60 else line.strip()[:57] + "..."
+        raise UsageError(f"{where}: expected `x y value`, got {shown!r}") from None
+    return x, y, parts[2].strip()
+
+
+class H5CellStore(CellStore):
+    """The matrix as dataset `result` of an HDF5 file, with a `done` flag per cell."""
+
+    def __init__(self, path: Path, shape: tuple[int, int], dtype: np.dtype, meta: dict[str, str],
+                 resume: bool) -> None:
+        super().__init__(shape)
+        chunks = tuple(min(n, 256) for n in shape)
+        self.sink = H5Sink(path, shape, dtype, grid=shape, chunks=chunks, meta=meta, names=[],
+                           resume=resume)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray] | None:
+        done = self.sink.mask.astype(bool)
+        return (self.sink.result[...], done) if done.any() else None
+
+    def write(self, x0: int, y0: int, values: np.ndarray, computed: np.ndarray) -> None:
+        index = (slice(x0, x0 + values.shape[0]), slice(y0, y0 + values.shape[1]))
+        self.sink.write(index, values, None)
+        self.sink.mark_cells(index, computed)
+
+    def finish(self, complete: bool) -> Path:
+        return self.sink.finish(complete)
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+def open_cell_store(output: str | Path, shape: tuple[int, int], dtype: np.dtype | None,
+                    meta: dict[str, str], resume: bool) -> CellStore:
+    """An `.h5` output (numeric `dtype`) or, for any other name, `x y value` text lines."""
+    path = Path(output)
+    if path.suffix.lower() == ".npy":
+        raise UsageError(f"output {path}: Wavefront writes .h5 (resumable numbers) or any "
+                         "other name for `x y value` lines, not .npy")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        if dtype is None or np.dtype(dtype).kind not in "biuf":
+            raise UsageError(f"output {path}: .h5 needs numeric results; use a text output")
+        return H5CellStore(path, shape, dtype, meta, resume)
+    return TextCellStore(path, shape, resume)
 
 
 def resumable_block(output: str | Path) -> tuple[int, ...] | None:

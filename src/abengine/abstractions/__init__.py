@@ -1,8 +1,9 @@
-"""Abstractions: All-Pairs, Map and Classify (Wavefront to come)."""
+"""Abstractions: All-Pairs, Map, Wavefront and Classify."""
 
 from .allpairs import AllPairs, allpairs
 from .base import Grid
 from .classify import Classify, classify
 from .map import Map, map  # noqa: A004
+from .wavefront import Wavefront, wavefront
 
-__all__ = ["AllPairs", "Classify", "classify", "Grid", "Map", "allpairs", "map"]
+__all__ = ["AllPairs", "Classify", "classify", "Grid", "Map", "Wavefront", "allpairs", "map", "wavefront"]

@@ -31,7 +31,9 @@ from ..models.allpairs import (
     Resources,
     choose_batch,
     choose_block,
+    prediction,
 )
+from ..models.common import Measured, Prediction, measure_bandwidth
 from ..progress import progress_bar
 from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
 from ..sets import ElementSet, load_set
@@ -126,17 +128,67 @@ class Grid:
         """The block shape: the user's, or the model's from F's measured time."""
         if self.block is not None:
             return self.block
-        t = self.seconds_per_cell or self.measure(engine)
-        latency = max(engine.dispatch_latency, self.measured_latency)
-        res = Resources(engine.slots, latency)
+        return self._choose(self.measured(engine))
+
+    def _choose(self, measured: Measured) -> Key:
+        t, res = measured.seconds_per_cell, measured.resources
         per_cell = self.function.kind in ("executable", "callable")
         cap = MAX_PER_CELL_BLOCK if per_cell else MAX_BLOCK_CELLS
         if len(self.sets) == 2:
             return choose_block(*self.shape, t, res, symmetric=self.symmetric, max_cells=cap)
         return (choose_batch(self.shape[0], t, res, max_cells=cap),)
 
-    #: Seconds a task costs beyond F itself on the engine in use, from the probe.
+    def measured(self, engine: Engine) -> Measured:
+        """The model's inputs on `engine`: F's time per cell (given, or timed on a probe
+        block), the slots, and the dispatch latency (the probe's, if it ran). Measured once
+        per engine: `--predict` and `--plot` show what `choose_block` used."""
+        if self._measured is not None and self._measured[0] is engine:
+            return self._measured[1]
+        sampled = 0
+        if self.seconds_per_cell:
+            t = self.seconds_per_cell
+        else:
+            t = self.measure(engine)
+            sampled = self.sampled_cells
+        latency = max(engine.dispatch_latency, self.measured_latency)
+        measured = Measured(t, Resources(engine.slots, latency), sampled,
+                            latency_measured=self.measured_latency > engine.dispatch_latency)
+        self._measured = (engine, measured)
+        return measured
+
+    def prediction(self, engine: Engine) -> Prediction:
+        """What `--predict` prints: the model's time per block shape, with the parameters
+        `choose_block` uses, plus the time to send the sets where they travel."""
+        measured = self.measured(engine)
+        chosen = self.block or self._choose(measured)
+        element_bytes = self.element_bytes()
+        bandwidth = measure_bandwidth(engine) if element_bytes else None
+        if bandwidth:
+            res = measured.resources
+            measured = Measured(measured.seconds_per_cell,
+                                Resources(res.slots, res.dispatch_latency, bandwidth),
+                                measured.sampled_cells, measured.latency_measured)
+        n = self.shape[0]
+        m = self.shape[1] if len(self.shape) == 2 else 1
+        return prediction(n, m, (chosen[0], chosen[-1] if len(chosen) == 2 else 1), measured,
+                          self.symmetric, element_bytes)
+
+    def element_bytes(self) -> float:
+        """The mean size of one element as it travels to a worker (files: a sample's sizes)."""
+        sizes = []
+        for s in self.sets:
+            if s.paths is not None:
+                step = max(1, len(s.paths) // 100)
+                sizes += [p.stat().st_size for p in s.paths[::step]]
+            else:
+                sizes.append(s.width * np.dtype(s.array.dtype).itemsize)
+        return float(np.mean(sizes)) if sizes else 0.0
+
+    #: Seconds a task costs beyond F itself on the engine in use, and the cells F was
+    #: timed on, from the probe.
     measured_latency = 0.0
+    sampled_cells = 0
+    _measured: tuple[Engine, Measured] | None = None
 
     def measure(self, engine: Engine) -> float:
         """Seconds per cell of F, timed on small blocks run by `engine` itself.
@@ -169,6 +221,7 @@ class Grid:
         if not timing:
             return None
         self.measured_latency = max(0.0, time.perf_counter() - start - timing[0])
+        self.sampled_cells += math.prod(sides)
         return max(timing[0], 1e-9) / math.prod(sides)
 
     def grid(self, block: Key) -> Key:

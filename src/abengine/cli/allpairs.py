@@ -7,7 +7,7 @@ import sys
 
 from ..abstractions import AllPairs
 from ..functions import BUILTINS
-from ..models.allpairs import Resources, block_tasks, predict_block
+from ..models.plot import check_plot_path, plot_predictions
 from .common import (
     Parser,
     add_engine_options,
@@ -45,7 +45,12 @@ def build_parser() -> Parser:
     p.add_argument("--symmetric", action="store_true",
                    help="F(a, b) = F(b, a) and SET_A = SET_B: compute one triangle, mirror it")
     p.add_argument("--predict", action="store_true",
-                   help="print the predicted time for candidate block sizes, run nothing")
+                   help="print the predicted time for candidate block sizes (after timing F "
+                        "on a probe block, unless -t); the last line is "
+                        "`block_size=XxY predicted_seconds=T`")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw predicted time against block size (and this run's measured "
+                        "time); needs matplotlib (pip install 'abengine[plot]')")
     add_function_options(p)
     add_engine_options(p)
     return p
@@ -67,35 +72,32 @@ def _run(args) -> int:
         extra_files=args.extra_file, block=block, seconds_per_cell=args.seconds_per_cell,
         symmetric=args.symmetric, timeout=args.timeout,
     )
-    if args.predict:
-        return _predict(job, args)
+    plot = check_plot_path(args.plot) if args.plot else None
     with engine_from(args) as engine:
-        job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
-                progress=not args.quiet)
+        if args.predict:
+            prediction = job.prediction(engine)
+            print("\n".join(prediction.lines()))
+            sys.stdout.flush()
+            if plot:
+                plot_predictions(plot, [(args.engine, prediction)], title=_title(job, args))
+            return 0
+        try:
+            job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
+                    progress=not args.quiet)
+        finally:
+            if plot and getattr(job, "elapsed", None) is not None:
+                _plot_run(plot, job, engine, args)
     return 0
 
 
-def _predict(job: AllPairs, args) -> int:
-    """The model's predicted time for square blocks of doubling sides."""
-    with engine_from(args) as engine:
-        t = job.seconds_per_cell or job.measure(engine)
-        res = Resources(engine.slots, engine.dispatch_latency)
-        chosen = job.block or job.choose_block(engine)
+def _plot_run(path, job: AllPairs, engine, args) -> None:
+    """The model's curve (with the parameters this run used) and the run's own time."""
+    prediction = job.prediction(engine)
+    block = job.block or job.choose_block(engine)
+    points = {args.engine: {block[0] * block[1]: job.elapsed}}
+    plot_predictions(path, [(args.engine, prediction)], points, title=_title(job, args))
+
+
+def _title(job: AllPairs, args) -> str:
     n, m = job.shape
-    candidates = {chosen}
-    side = 1
-    while side < max(n, m):
-        candidates.add((min(side, n), min(side, m)))
-        side *= 2
-    print(f"# F: {t:.3g} s per cell, {res.slots} slots, dispatch {res.dispatch_latency:.2g} s")
-    print(f"{'block':>12} {'tasks':>8} {'predicted_s':>12}")
-    for bx, by in sorted(candidates):
-        tasks = block_tasks(n, m, bx, by, job.symmetric)
-        seconds = predict_block(n, m, bx, by, t, res, job.symmetric)
-        mark = "  <- chosen" if (bx, by) == chosen else ""
-        print(f"{bx:>5}x{by:<6} {tasks:>8} {seconds:>12.3f}{mark}")
-    bx, by = chosen
-    seconds = predict_block(n, m, bx, by, t, res, job.symmetric)
-    print(f"block_size={bx}x{by} predicted_seconds={seconds:.3f}")
-    sys.stdout.flush()
-    return 0
+    return f"allpairs {args.function} {n} x {m} ({args.engine})"

@@ -1,18 +1,24 @@
 """Block size for All-Pairs and Map from measured F time and the engine's overheads.
 
 The All-Pairs model (Moretti et al., TPDS 2010) for n×m cells, c cells per
-task, t seconds per cell, dispatch latency d and h slots is
-`T(c) = (n·m/c)·(d + c·t)/h + d·h` (the distribution term arrives with remote
-engines). Its lesson: a task must carry enough cells that d is small beside
-c·t, and there must still be enough tasks to keep every slot busy to the end.
-`choose_block` applies exactly that, with caps that keep memory per task and
-time per task bounded; the Wavefront issue refines the model behind this seam.
+task, t seconds per cell, dispatch latency d, h slots, elements of s bytes
+and bandwidth B is `T(c) = (n·m/c)·(d + c·t)/h + d·h` plus the time to move
+the sets to the workers. Its lesson: a task must carry enough cells that d is
+small beside c·t, and there must still be enough tasks to keep every slot
+busy to the end. `choose_block` applies exactly that, with caps that keep
+memory per task and time per task bounded. Every parameter is measured (see
+models/common.py); the distribution term only counts where inputs travel.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from .common import TIE, Candidate, Measured, Prediction, Resources, near_best
+
+__all__ = ["MAX_BLOCK_CELLS", "MAX_PER_CELL_BLOCK", "TIE", "Resources", "block_tasks",
+           "cells_per_task", "choose_batch", "choose_block", "distribution_seconds",
+           "predict_block", "predict_seconds", "prediction"]
 
 #: Work per task at least this many times its dispatch cost. Engines queue
 #: tasks ahead of the free slots, so dispatch mostly overlaps running work;
@@ -27,14 +33,6 @@ MAX_TASK_SECONDS = 60.0
 #: Python objects, many times larger per cell.
 MAX_BLOCK_CELLS = 1 << 22
 MAX_PER_CELL_BLOCK = 1 << 18
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What the engine offers: parallel slots and the cost to dispatch one task."""
-
-    slots: int
-    dispatch_latency: float
 
 
 def predict_seconds(tasks: int, cells_per_task: int, seconds_per_cell: float,
@@ -74,8 +72,20 @@ def block_tasks(n: int, m: int, bx: int, by: int, symmetric: bool = False) -> in
     return gx * (gx + 1) // 2 if symmetric else gx * gy
 
 
+def distribution_seconds(elements: int, element_bytes: float, res: Resources) -> float:
+    """Time to send every element to every slot that may need it.
+
+    The master sends each input once per worker (workers cache by content; no
+    spanning tree yet), so at most `elements · s · h` bytes cross its link.
+    Zero where inputs are linked rather than sent (the local engine).
+    """
+    if not res.bandwidth or element_bytes <= 0:
+        return 0.0
+    return elements * element_bytes * res.slots / res.bandwidth
+
+
 def predict_block(n: int, m: int, bx: int, by: int, seconds_per_cell: float, res: Resources,
-                  symmetric: bool = False) -> float:
+                  symmetric: bool = False, element_bytes: float = 0.0) -> float:
     """Predicted wall time of an n×m All-Pairs in bx×by blocks.
 
     In symmetric mode the diagonal blocks hold half the cells, so the work is
@@ -85,11 +95,9 @@ def predict_block(n: int, m: int, bx: int, by: int, seconds_per_cell: float, res
         tasks = math.ceil(n * (n + 1) / 2 / (bx * by))
     else:
         tasks = block_tasks(n, m, bx, by)
-    return predict_seconds(tasks, bx * by, seconds_per_cell, res)
-
-
-#: Predictions this close to the best count as a tie (the model is not that precise).
-TIE = 0.02
+    elements = n if symmetric else n + m
+    return (predict_seconds(tasks, bx * by, seconds_per_cell, res)
+            + distribution_seconds(elements, element_bytes, res))
 
 
 def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
@@ -121,6 +129,28 @@ def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
             for g in range(g_min, min(m, g_min + 32) + 1):
                 candidates.add((bx, math.ceil(m / g)))
     scored = {b: predict_block(n, m, *b, seconds_per_cell, res, symmetric) for b in candidates}
-    best = min(scored.values())
-    near = [b for b, t in scored.items() if t <= best * (1 + TIE)]
+    near = near_best(scored)
     return min(near, key=lambda b: ((b[0] + b[1]) / (b[0] * b[1]), block_tasks(n, m, *b, symmetric)))
+
+
+def prediction(n: int, m: int, chosen: tuple[int, int], measured: Measured,
+               symmetric: bool = False, element_bytes: float = 0.0) -> Prediction:
+    """What `allpairs --predict` prints: square blocks of doubling sides, and the chosen one."""
+    shapes = {chosen}
+    side = 1
+    while side < max(n, m):
+        shapes.add((min(side, n), min(side, m)))
+        side *= 2
+    shapes.add((n, m))
+    t, res = measured.seconds_per_cell, measured.resources
+    candidates = {}
+    for bx, by in shapes:
+        seconds = predict_block(n, m, bx, by, t, res, symmetric, element_bytes)
+        candidates[(bx, by)] = Candidate(f"{bx}x{by}", bx * by, block_tasks(n, m, bx, by, symmetric),
+                                         seconds)
+    notes = []
+    if res.bandwidth and element_bytes:
+        seconds = distribution_seconds(n if symmetric else n + m, element_bytes, res)
+        notes.append(f"of which {seconds:.3g} s to send the sets to {res.slots} slots")
+    return Prediction(measured, list(candidates.values()), candidates[chosen],
+                      x_label="cells per task (x·y)", notes=notes)

@@ -169,6 +169,24 @@ def call_cells(ref: bytes | str, axes: list[Axis], cells: list[Cell] | None = No
     return out
 
 
+def run_program(argv: list[str], timeout: float | None = None) -> str:
+    """One call of an executable F in the running task's sandbox: its stdout, or CellFailed
+    saying why not. `./NAME` means the copy of F shipped into the sandbox; a call that
+    outlives `timeout` seconds is killed with everything it started."""
+    sandbox = current_sandbox()
+    argv = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
+    try:
+        done = process.run(argv, sandbox, timeout)
+    except OSError as exc:
+        raise CellFailed(f"could not start: {exc.strerror}") from None
+    stderr = done.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
+    if done.returncode is None:
+        raise CellFailed(f"killed after the time limit of {timeout:g} s", stderr)
+    if done.returncode != 0:
+        raise CellFailed(describe_exit(done.returncode), stderr)
+    return done.stdout.decode("utf-8", "replace")
+
+
 def exec_cells(
     argv: list[str], axes: list[Axis], cells: list[Cell] | None = None,
     timeout: float | None = None,
@@ -177,21 +195,10 @@ def exec_cells(
 
     A call that outlives `timeout` seconds is killed with everything it started.
     """
-    sandbox = current_sandbox()
-    argv = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
     paths = [a.paths() for a in axes]
 
     def compute(cell: Cell) -> str:
-        try:
-            done = process.run(argv + [paths[k][i] for k, i in enumerate(cell)], sandbox, timeout)
-        except OSError as exc:
-            raise CellFailed(f"could not start: {exc.strerror}") from None
-        stderr = done.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
-        if done.returncode is None:
-            raise CellFailed(f"killed after the time limit of {timeout:g} s", stderr)
-        if done.returncode != 0:
-            raise CellFailed(describe_exit(done.returncode), stderr)
-        return done.stdout.decode("utf-8", "replace").strip()
+        return run_program([*argv, *(paths[k][i] for k, i in enumerate(cell))], timeout).strip()
 
     out = each_cell(all_cells(axes) if cells is None else cells, compute)
     out.cells = cells

@@ -41,7 +41,6 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from .. import process
 from ..engines import Engine, make_engine
 from ..errors import Failure, TaskFailures, UsageError
 from ..functions import Function, resolve_function
@@ -55,13 +54,12 @@ from ..graph import (
     TaskResult,
     check_cancelled,
     current_sandbox,
-    describe_exit,
 )
 from ..models import wavefront as model
 from ..models.allpairs import MAX_BLOCK_CELLS, MAX_PER_CELL_BLOCK
 from ..models.common import Measured, Prediction, Resources
 from ..progress import progress_bar
-from ..runners import CellFailed, load_function
+from ..runners import CellFailed, load_function, run_program
 from ..storage import CellStore, fill_value, format_value, open_cell_store
 
 Key = tuple[int, int]
@@ -252,18 +250,8 @@ def _run_executable(argv: list[str], codec: Codec, timeout: float | None, x: int
     sandbox = current_sandbox()
     for name, value in (("xfile", left), ("yfile", below), ("dfile", diag)):
         (sandbox / name).write_text(as_text(value) + "\n")
-    program = [str(sandbox / a[2:]) if a.startswith("./") else a for a in argv]
-    try:
-        done = process.run([*program, str(x), str(y), "xfile", "yfile", "dfile"], sandbox,
-                           timeout)
-    except OSError as exc:
-        raise CellFailed(f"could not start: {exc.strerror}") from None
-    stderr = done.stderr.decode("utf-8", "replace")[-STDERR_TAIL:]
-    if done.returncode is None:
-        raise CellFailed(f"killed after the time limit of {timeout:g} s", stderr)
-    if done.returncode != 0:
-        raise CellFailed(describe_exit(done.returncode), stderr)
-    return codec.encode(one_line(done.stdout.decode("utf-8", "replace")))
+    stdout = run_program([*argv, str(x), str(y), "xfile", "yfile", "dfile"], timeout)
+    return codec.encode(one_line(stdout))
 
 
 def _kernel_block(spec: BlockSpec, left: list, below: list, corner: Any,

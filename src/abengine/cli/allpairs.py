@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..abstractions import AllPairs
 from ..functions import BUILTINS
@@ -15,6 +14,7 @@ from .common import (
     engine_from,
     extra_args,
     run_command,
+    show_prediction,
 )
 
 DESCRIPTION = """\
@@ -76,11 +76,7 @@ def _run(args) -> int:
     with engine_from(args) as engine:
         if args.predict:
             prediction = job.prediction(engine)
-            print("\n".join(prediction.lines()))
-            sys.stdout.flush()
-            if plot:
-                plot_predictions(plot, [(args.engine, prediction)], title=_title(job, args))
-            return 0
+            return show_prediction(prediction, plot, args.engine, _title(job, args))
         try:
             job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
                     progress=not args.quiet)

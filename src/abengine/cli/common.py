@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ..engines import Engine, make_engine
 from ..errors import TaskFailures, UsageError
+from ..models.common import Prediction
+from ..models.plot import plot_predictions
 from ..workqueue.batch import SYSTEMS, parse_duration, parse_memory
 
 EXIT_INTERRUPTED = 130
@@ -137,16 +139,30 @@ def add_function_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--extra-file", action="append", default=[], metavar="FILE",
                    help="an extra input file F needs, placed in its working directory "
                         "(repeatable)")
-    p.add_argument("-t", "--seconds-per-cell", type=float, metavar="S",
-                   help="estimated seconds per call of F (default: measured)")
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="seconds one call of an executable F may take; a call that takes longer "
-                        "is killed (with what it started) and reported as failed")
+    add_timing_options(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the result to FILE (.txt, .npy or .h5) instead of stdout")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: compute only blocks missing from the .h5 "
                         "output")
+
+
+def add_timing_options(p: argparse.ArgumentParser, measured: str = "measured") -> None:
+    p.add_argument("-t", "--seconds-per-cell", type=float, metavar="S",
+                   help=f"estimated seconds per call of F (default: {measured})")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds one call of an executable F may take; a call that takes longer "
+                        "is killed (with what it started) and reported as failed")
+
+
+def show_prediction(prediction: Prediction, plot: Path | None, engine: str,
+                    title: str) -> int:
+    """What --predict prints (its last line for scripts), and the --plot picture."""
+    print("\n".join(prediction.lines()))
+    sys.stdout.flush()
+    if plot:
+        plot_predictions(plot, [(engine, prediction)], title=title)
+    return 0
 
 
 WORKER_OPTIONS = ("batch", "hosts", "batch_options", "wall_time", "memory", "worker_python",

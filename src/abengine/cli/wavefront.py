@@ -12,7 +12,14 @@ from ..errors import TaskFailures, UsageError
 from ..models.common import Measured
 from ..models.plot import check_plot_path, plot_predictions
 from ..storage import parse_cell_line
-from .common import Parser, add_engine_options, engine_from, run_command
+from .common import (
+    Parser,
+    add_engine_options,
+    add_timing_options,
+    engine_from,
+    run_command,
+    show_prediction,
+)
 
 DESCRIPTION = """\
 Compute R[x,y] = F(R[x-1,y], R[x,y-1], R[x-1,y-1]) for 1 <= x <= XSIZE and
@@ -44,11 +51,7 @@ def build_parser() -> Parser:
     p.add_argument("-b", "--block-size", default="auto", metavar="N|auto",
                    help="cells per side of the block one task computes (default: auto, "
                         "chosen by the performance model)")
-    p.add_argument("-t", "--seconds-per-cell", type=float, metavar="S",
-                   help="estimated seconds per call of F (default: measured on the first cells)")
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="seconds one call of an executable F may take; a call that takes longer "
-                        "is killed (with what it started) and reported as failed")
+    add_timing_options(p, measured="measured on the first cells")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: compute only the cells OUTPUT lacks")
     p.add_argument("--predict", action="store_true",
@@ -125,11 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     with engine_from(args) as engine:
         if args.predict:
             prediction = job.run(engine=engine, predict=True, progress=False)
-            print("\n".join(prediction.lines()))
-            sys.stdout.flush()
-            if plot:
-                plot_predictions(plot, [(args.engine, prediction)], title=_title(job, args))
-            return 0
+            return show_prediction(prediction, plot, args.engine, _title(job, args))
         try:
             job.run(args.output, resume=args.resume, engine=engine, retries=args.retries,
                     progress=not args.quiet, numeric=False)

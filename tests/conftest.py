@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -31,6 +32,22 @@ ABENGINE = BIN / "abengine"
 
 
 # -- helpers importable by the test modules ---------------------------------------------
+
+
+def live_processes() -> list[tuple[int, str]]:
+    """(pid, full command line) of every live process, zombies left out.
+
+    Read through psutil rather than `ps`: ps cuts long command lines to the
+    terminal width (80 columns when piped on some systems), which hides the port
+    or marker a test looks for behind a long venv path.
+    """
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE or not info["cmdline"]:
+            continue
+        found.append((info["pid"], " ".join(info["cmdline"])))
+    return found
 
 
 def make_script(path: Path, body: str) -> Path:

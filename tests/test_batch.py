@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ABENGINE, ALLPAIRS, assert_usage_error, make_script, run_cli, write_numbered
+from conftest import (ABENGINE, ALLPAIRS, assert_usage_error, live_processes, make_script, run_cli,
+                      write_numbered)
 
 import abengine
 from abengine import UsageError
@@ -40,10 +41,9 @@ SECRET = b"0123456789abcdef-not-a-real-secret"
 
 def worker_processes(marker: str) -> list[str]:
     """Command lines of live worker processes that mention `marker` (a port or a path)."""
-    out = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
+    return [line for _, line in live_processes()
             if ("abengine.workqueue.worker" in line or "abengine_worker.py" in line)
-            and marker in line and not line.lstrip().startswith("Z")]
+            and marker in line]
 
 
 def worker_supports_wall_time() -> bool:
@@ -486,8 +486,7 @@ def test_ctrl_c_removes_the_local_workers(tmp_path, home):
 
 
 def sleepers(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith(f"sleep {marker}")]
+    return [line for _, line in live_processes() if line.startswith(f"sleep {marker}")]
 
 
 # -- submit-workers for a master started elsewhere -------------------------------------

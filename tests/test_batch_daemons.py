@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ABENGINE, ALLPAIRS, assert_usage_error, make_script, run_cli, write_numbered
+from conftest import (ABENGINE, ALLPAIRS, assert_usage_error, live_processes, make_script, run_cli,
+                      write_numbered)
 from test_batch import cli_env, runs_left, worker_processes
 
 import abengine
@@ -171,14 +172,11 @@ def test_python_api_all_pairs_on_two_workers(system, adder, home):
 
 
 def sleepers(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith(f"sleep {marker}")]
+    return [line for _, line in live_processes() if line.startswith(f"sleep {marker}")]
 
 
 def sleepers_pids(marker: str) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines()
-            if line.split(None, 1)[1:] == [f"sleep {marker}"]]
+    return [pid for pid, line in live_processes() if line == f"sleep {marker}"]
 
 
 @pytest.mark.parametrize("system", SYSTEMS)

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ALLPAIRS, assert_usage_error, make_script, run_cli, write_numbered
+from conftest import ALLPAIRS, assert_usage_error, live_processes, make_script, run_cli, write_numbered
 
 import abengine
 from abengine import UsageError
@@ -16,8 +16,7 @@ from abengine import UsageError
 
 def sleepers_with(marker: str) -> list[str]:
     """Command lines of running processes that mention `marker` (leftovers of a test)."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+    return [line for _, line in live_processes() if marker in line]
 
 
 def test_a_call_over_the_timeout_is_killed_with_its_children(tmp_path):

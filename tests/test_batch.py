@@ -21,8 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (ABENGINE, ALLPAIRS, assert_usage_error, live_processes, make_script, run_cli,
-                      write_numbered)
+from conftest import (
+    ABENGINE,
+    ALLPAIRS,
+    assert_usage_error,
+    live_processes,
+    make_script,
+    run_cli,
+    write_numbered,
+)
 
 import abengine
 from abengine import UsageError

@@ -17,8 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (ABENGINE, ALLPAIRS, assert_usage_error, live_processes, make_script, run_cli,
-                      write_numbered)
+from conftest import (
+    ABENGINE,
+    ALLPAIRS,
+    assert_usage_error,
+    live_processes,
+    make_script,
+    run_cli,
+    write_numbered,
+)
 from test_batch import cli_env, runs_left, worker_processes
 
 import abengine

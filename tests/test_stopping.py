@@ -8,7 +8,14 @@ import subprocess
 import time
 
 import pytest
-from conftest import ALLPAIRS, assert_usage_error, live_processes, make_script, run_cli, write_numbered
+from conftest import (
+    ALLPAIRS,
+    assert_usage_error,
+    live_processes,
+    make_script,
+    run_cli,
+    write_numbered,
+)
 
 import abengine
 from abengine import UsageError

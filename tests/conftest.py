@@ -146,6 +146,14 @@ def assert_usage_error(result: CLIResult, *needles: str) -> str:
 # -- fixtures -------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def private_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Memoised results go to the test's own directory, never to ~/.cache or another test."""
+    path = tmp_path / "memo"
+    monkeypatch.setenv("ABENGINE_MEMO_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def engine():
     """One local engine (with its process pool) shared by tests that only compute."""

@@ -12,6 +12,7 @@ from . import sets
 from .abstractions import (  # noqa: A004
     AllPairs,
     Classify,
+    Lazy,
     Map,
     Wavefront,
     allpairs,
@@ -27,7 +28,7 @@ from .graph import File, PythonTask, Task, TaskGraph, TaskResult, current_sandbo
 __version__ = "0.1.0"
 
 __all__ = [
-    "BUILTINS", "AbengineError", "AllPairs", "Classify", "Engine", "Failure", "File", "LocalEngine", "Map",
+    "BUILTINS", "AbengineError", "AllPairs", "Classify", "Engine", "Failure", "File", "Lazy", "LocalEngine", "Map",
     "PythonTask", "Task", "TaskFailures", "TaskGraph", "TaskResult", "UsageError", "Wavefront",
     "allpairs", "classify", "current_sandbox", "map", "sets", "vectorized", "wavefront",
 ]

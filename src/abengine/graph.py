@@ -116,6 +116,20 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+@dataclass(eq=False)
+class Finished(Task):
+    """A task whose value is already known (say, memoised from an earlier run).
+
+    A factory may return one instead of work: the graph runner hands the value
+    on at once and releases the dependents, and no engine ever sees it.
+    """
+
+    value: Any = None
+
+    def describe(self) -> str:
+        return f"task {self.id} (known result)"
+
+
 @dataclass
 class TaskResult:
     """What one attempt of a task produced."""

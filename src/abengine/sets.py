@@ -39,6 +39,10 @@ class ElementSet:
     source: str = ""  # the file the rows live in (.npy/.h5), if any
     dataset: str = ""  # the HDF5 dataset name, if any
     label: str = "set"
+    #: The not-yet-computed result of another abstraction these rows will be
+    #: (abstractions.compose.Lazy); `array` is bound to its store when the
+    #: pipeline runs.
+    lazy: Any = None
     _digest: str = field(default="", repr=False)
 
     def __len__(self) -> int:
@@ -60,6 +64,8 @@ class ElementSet:
 
     def fingerprint(self) -> str:
         """A digest of names and content, so --resume never mixes two different sets."""
+        if self.lazy is not None:
+            return self.lazy.fingerprint()
         if not self._digest:
             h = hashlib.sha256()
             for name in self.names:
@@ -81,6 +87,8 @@ def load_set(spec: Any, label: str = "set") -> ElementSet:
     """Turn anything a user may pass as a set into a checked `ElementSet`."""
     if isinstance(spec, ElementSet):
         return spec
+    if hasattr(spec, "element_set"):  # another abstraction's lazy result
+        return spec.element_set(label)
     if isinstance(spec, np.ndarray):
         return _array_set(spec, label)
     if _is_h5_dataset(spec):

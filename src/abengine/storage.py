@@ -64,6 +64,8 @@ def fill_value(dtype: np.dtype) -> Any:
 
 
 def format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):  # a vector: its numbers on one line
+        return " ".join(format_value(v) for v in np.ravel(np.asarray(value, dtype=object)))
     if isinstance(value, (float, np.floating)):
         return repr(float(value)) if isinstance(value, (float, np.float64)) else str(value)
     return str(value)
@@ -147,11 +149,11 @@ class TextSink(Sink):
     def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
         starts = [s.start for s in index]
         lines = []
-        for pos, value in np.ndenumerate(values):
+        for pos in np.ndindex(*values.shape[:len(index)]):  # a trailing axis is a vector cell
             if failed is not None and failed[pos]:
                 continue
             labels = [self.names[k][starts[k] + i] for k, i in enumerate(pos)]
-            lines.append("\t".join(labels) + "\t" + format_value(value) + "\n")
+            lines.append("\t".join(labels) + "\t" + format_value(values[pos]) + "\n")
         self.out.write("".join(lines))
 
     def finish(self, complete: bool) -> Path | None:
@@ -436,8 +438,9 @@ def open_cell_store(output: str | Path, shape: tuple[int, int], dtype: np.dtype 
     return TextCellStore(path, shape, resume)
 
 
-def resumable_block(output: str | Path) -> tuple[int, ...] | None:
-    """The block shape an interrupted .h5 run used, so resuming cuts the same blocks."""
+def resumable_block(output: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The block shape an interrupted .h5 run used, so resuming cuts the same blocks, and
+    the shape of its whole result."""
     import h5py
 
     path = Path(output)
@@ -446,10 +449,41 @@ def resumable_block(output: str | Path) -> tuple[int, ...] | None:
             try:
                 with h5py.File(candidate, "r") as f:
                     stored = ast.literal_eval(str(f.attrs["block"]))
-                return tuple(int(b) for b in stored)
+                    shape = tuple(f["result"].shape)
+                return tuple(int(b) for b in stored), shape
             except (OSError, KeyError, ValueError, SyntaxError, TypeError):
                 return None  # opening the sink will say what is wrong with it
     return None
+
+
+class OpenOnFirstWrite(Sink):
+    """A sink whose cells' shape (scalar or vector) is learnt from the first block it gets,
+    so F need not run once more beforehand just to tell."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype,
+                 opener: Callable[[tuple[int, ...]], Sink]) -> None:
+        super().__init__(shape, dtype)
+        self.opener = opener
+        self.sink: Sink | None = None
+
+    def open(self, cell_shape: tuple[int, ...]) -> Sink:
+        if self.sink is None:
+            self.sink = self.opener(cell_shape)
+            self.shape = self.sink.shape
+        return self.sink
+
+    def write(self, index: Index, values: np.ndarray, failed: np.ndarray | None) -> None:
+        self.open(values.shape[len(index):]).write(index, values, failed)
+
+    def mark_done(self, key: tuple[int, ...]) -> None:
+        self.open(()).mark_done(key)
+
+    def finish(self, complete: bool) -> Any:
+        return self.open(()).finish(complete)
+
+    def abort(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
 
 
 def open_sink(output: str | Path | None, shape: tuple[int, ...], dtype: np.dtype, *,

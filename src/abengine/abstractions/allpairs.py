@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .base import Grid, load_sets
+from .compose import Lazy
 
 
 class AllPairs(Grid):
@@ -33,7 +34,8 @@ class AllPairs(Grid):
 
 def allpairs(A: Any, B: Any, F: Any, *, output: str | Path | None = None, resume: bool = False,
              engine: Any = None, cores: int | None = None, retries: int = 2,
-             progress: bool = True, **options: Any) -> Any:
+             progress: bool = True, lazy: bool = False, memo: Any = None,
+             **options: Any) -> Any:
     """M[i, j] = F(A[i], B[j]) as a numpy array, or written to `output` (.npy, .h5, .txt).
 
     A, B: list file, directory, glob, sequence of paths, 2-D array (rows are
@@ -44,7 +46,16 @@ def allpairs(A: Any, B: Any, F: Any, *, output: str | Path | None = None, resume
     Options: block=(x, y), seconds_per_cell, symmetric, extra_args,
     extra_files, dtype, timeout (seconds per call of an executable F).
     Returns the array, or the output's path when given.
+
+    A or B may be another abstraction's lazy result (`map(..., lazy=True)`):
+    its rows are the elements, and both run as one task graph. `lazy=True`
+    returns this result lazily in turn. `memo`: reuse results of tasks whose
+    F and inputs are unchanged since an earlier run (on by default for
+    chained abstractions; True, a directory, or False).
     """
     job = AllPairs(A, B, F, **options)
+    if lazy:
+        return Lazy(job, output=output, resume=resume, engine=engine, cores=cores,
+                    retries=retries, progress=progress, memo=memo)
     return job.run(output, resume=resume, engine=engine, cores=cores, retries=retries,
-                   progress=progress)
+                   progress=progress, memo=memo)

@@ -9,7 +9,7 @@ and how a cell is described.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import itertools
 import math
 import numbers
@@ -21,10 +21,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..engines import Engine, make_engine
-from ..errors import Failure, TaskFailures, UsageError
+from ..engines import Engine
+from ..errors import Failure, UsageError
 from ..functions import Function, resolve_function
-from ..graph import Deferred, File, PythonTask, Task, TaskGraph, TaskResult
+from ..graph import File, PythonTask, TaskGraph, TaskResult
 from ..models.allpairs import (
     MAX_BLOCK_CELLS,
     MAX_PER_CELL_BLOCK,
@@ -34,18 +34,9 @@ from ..models.allpairs import (
     prediction,
 )
 from ..models.common import Measured, Prediction, measure_bandwidth
-from ..progress import progress_bar
 from ..runners import Axis, BlockOut, call_cells, exec_cells, run_kernel, sandbox_name
 from ..sets import ElementSet, load_set
-from ..storage import (
-    Sink,
-    check_writable,
-    fill_value,
-    open_sink,
-    output_kind,
-    resumable_block,
-    to_numeric,
-)
+from ..storage import Sink, fill_value, output_kind, to_numeric
 
 Key = tuple[int, ...]
 #: Probe blocks of a vectorised kernel: large enough to time it at speed.
@@ -84,7 +75,7 @@ class Grid:
                              "stopped without its process)")
         self.block = self._checked_block(block)
         self.dtype = _checked_dtype(dtype)
-        self._check_function_fits_sets()
+        self.check_function_fits_sets()
 
     # -- validation ------------------------------------------------------
     def _checked_block(self, block: int | Sequence[int] | None) -> Key | None:
@@ -105,16 +96,19 @@ class Grid:
             raise UsageError("--symmetric needs square blocks (-x equal to -y)")
         return checked
 
-    def _check_function_fits_sets(self) -> None:
+    def check_function_fits_sets(self) -> None:
+        """Refuse F and sets that cannot go together (again once lazy rows are bound)."""
         f = self.function
         for s in self.sets:
+            form = "the rows of a lazy result" if s.lazy is not None else "an array"
             if f.kind == "executable" and not s.is_files:
                 raise UsageError(f"{s.label}: an executable F needs files, but this set is "
-                                 "an array; save its rows to files or use a Python F")
+                                 f"{form}; save its rows to files or use a Python F")
             if f.builtin is not None and f.builtin.on_files and not s.is_files:
-                raise UsageError(f"{s.label}: {f.name} compares files, but this set is an array")
+                raise UsageError(f"{s.label}: {f.name} compares files, but this set is {form}")
         if f.kind in ("builtin", "block") and not (f.builtin and f.builtin.on_files):
-            widths = {s.width if not s.is_files else None for s in self.sets} - {None}
+            widths = {s.width for s in self.sets
+                      if not s.is_files and s.array is not None}
             if len(widths) > 1:
                 raise UsageError(f"the sets' vectors differ in length ({sorted(widths)}); "
                                  f"{f.name} needs equal lengths")
@@ -188,6 +182,10 @@ class Grid:
     #: timed on, from the probe.
     measured_latency = 0.0
     sampled_cells = 0
+    probe_out: BlockOut | None = None  # what F gave on the last probe block
+    #: The shape of one cell's value in the running result; None until the first result.
+    cell_shape: tuple[int, ...] | None = ()
+    elapsed = 0.0  # seconds the last run's task graph took
     _measured: tuple[Engine, Measured] | None = None
 
     def measure(self, engine: Engine) -> float:
@@ -216,8 +214,13 @@ class Grid:
         graph = TaskGraph()
         graph.add(task)
         timing: list[float] = []
+
+        def keep(_task: object, result: TaskResult) -> None:
+            timing.append(result.value.seconds)
+            self.probe_out = result.value
+
         start = time.perf_counter()
-        engine.run(graph, lambda _t, r: timing.append(r.value.seconds), retries=0)
+        engine.run(graph, keep, retries=0)
         if not timing:
             return None
         self.measured_latency = max(0.0, time.perf_counter() - start - timing[0])
@@ -277,12 +280,37 @@ class Grid:
             return Axis(source=remote, dataset=s.dataset, start=lo, stop=hi)
         return Axis(rows=s.rows(lo, hi))
 
-    def plan(self, block: Key, skip: set[Key] = frozenset()) -> TaskGraph:
-        graph = TaskGraph()
-        for key in self.keys(block):
-            if key not in skip:
-                graph.add(Deferred(functools.partial(self.task, key, block), tag=key))
-        return graph
+    def covering(self, lo: int, hi: int, block: Key) -> list[Key]:
+        """The blocks that write rows lo..hi of the result (what a consumer of those rows
+        waits for); a symmetric result's rows are also written by the mirrored blocks."""
+        first, last = lo // block[0], (hi - 1) // block[0]
+        rows = range(first, last + 1)
+        if len(block) == 1:
+            return [(i,) for i in rows]
+        columns = range(self.grid(block)[1])
+        if not self.symmetric:
+            return [(i, j) for i in rows for j in columns]
+        above = {(i, j) for i in rows for j in columns if i <= j}
+        mirrored = {(i, j) for j in rows for i in range(j + 1)}
+        return sorted(above | mirrored)
+
+    def probe_rows(self) -> int:
+        """How many leading elements of each set a probe may read."""
+        return KERNEL_PROBE if self.function.kind in ("builtin", "block") else 16
+
+    def value_shape(self, engine: Engine, dtype: np.dtype,
+                    learn_later: bool = False) -> tuple[int, ...] | None:
+        """The shape of one cell's value (a scalar here; Map's F may give vectors), or None
+        when `learn_later` allows reading it off the first result instead."""
+        return ()
+
+    def plan_key(self, dtype: np.dtype) -> str:
+        """What fixes the block shape a memoised rerun reuses: F, the sets' names, options."""
+        h = hashlib.sha256(f"{type(self).__name__}:{self.function.identity}:{self.shape}:"
+                           f"{self.symmetric}:{dtype.str}:{self.timeout}".encode())
+        for s in self.sets:
+            h.update("\0".join(s.names).encode())
+        return h.hexdigest()
 
     # -- running ---------------------------------------------------------
     def describe_cell(self, index: Sequence[int]) -> str:
@@ -319,43 +347,18 @@ class Grid:
         retries: int = 2,
         progress: bool = True,
         stream: IO[str] | None = None,
+        memo: bool | str | Path | None = None,
     ) -> Any:
         """Compute every cell; return the array (no output) or the output's path.
 
-        Raises `TaskFailures` when some cells failed, after storing every other
-        result (failed numeric cells hold NaN).
+        Sets that are lazy results of other abstractions are computed in the same
+        task graph (see compose.py). Raises `TaskFailures` when some cells
+        failed, after storing every other result (failed numeric cells hold NaN).
         """
-        if output is not None and str(output) != "-":
-            check_writable(output)
-        dtype = self.result_dtype(output)
-        own_engine = not isinstance(engine, Engine)
-        eng = make_engine(engine, cores)
-        sink: Sink | None = None
-        try:
-            to_h5 = output is not None and str(output) != "-" and output_kind(output) == "h5"
-            # Resuming cuts the blocks the interrupted run cut (no new probe to disagree).
-            stored = resumable_block(output) if resume and to_h5 and self.block is None else None
-            block = stored or self.choose_block(eng)
-            sink = open_sink(
-                output, self.shape, dtype, names=[s.names for s in self.sets],
-                grid=self.grid(block), chunks=block, meta=self.meta(block) if to_h5 else {},
-                resume=resume, stream=stream,
-            )
-            skip = sink.done()
-            graph = self.plan(block, skip)
-            failures = self._execute(eng, graph, block, sink, progress, retries,
-                                     done_cells=sum(self.cells_in(k, block) for k in skip))
-        except BaseException:
-            if sink is not None:
-                sink.abort()
-            raise
-        finally:
-            if own_engine:
-                eng.shutdown()
-        result = sink.finish(complete=not failures)
-        if failures:
-            raise TaskFailures(failures, result=result)
-        return result
+        from .compose import Pipeline
+
+        return Pipeline(self).run(output, resume=resume, engine=engine, cores=cores,
+                                  retries=retries, progress=progress, stream=stream, memo=memo)
 
     def meta(self, block: Key) -> dict[str, str]:
         meta = {"function": self.function.identity, "block": str(block),
@@ -364,36 +367,16 @@ class Grid:
             meta[f"set_{k}"] = s.fingerprint()
         return meta
 
-    def _execute(self, engine: Engine, graph: TaskGraph, block: Key, sink: Sink,
-                 progress: bool, retries: int, done_cells: int) -> list[Failure]:
-        total = sum(self.cells_in(k, block) for k in self.keys(block))
-        failures: list[Failure] = []
-        bar = progress_bar(total, enabled=progress, initial=done_cells)
-
-        def place(task: Task, result: TaskResult) -> None:
-            key = task.tag
-            failures.extend(self._place(key, block, result.value, sink))
-            bar.update(self.cells_in(key, block))
-
-        start = time.perf_counter()
-        try:
-            report = engine.run(graph, place, retries=retries)
-        finally:
-            bar.close()
-        self.elapsed = time.perf_counter() - start
-        for task, attempts in report.failed.items():
-            last = attempts[-1]
-            index = tuple(slice(lo, hi) for lo, hi in self.bounds(task.tag, block))
-            shape = tuple(s.stop - s.start for s in index)
-            blank = np.full(shape, fill_value(sink.dtype), dtype=sink.dtype)
-            sink.write(index, blank, np.ones(shape, dtype=bool))
-            if self.symmetric and task.tag[0] != task.tag[1]:
-                sink.write(index[::-1], blank.T, np.ones(shape[::-1], dtype=bool))
-            failures.append(Failure(
-                self.describe_block(task.tag, block),
-                f"{last.error} (after {len(attempts)} attempts)", last.stderr,
-            ))
-        return failures
+    def blank_block(self, key: Key, block: Key, sink: Sink, reason: str,
+                    stderr: str = "") -> Failure:
+        """Fill a block that has no result with the fill value; the failure naming it."""
+        index = tuple(slice(lo, hi) for lo, hi in self.bounds(key, block))
+        shape = tuple(s.stop - s.start for s in index)
+        blank = np.full(shape + sink.shape[len(shape):], fill_value(sink.dtype), dtype=sink.dtype)
+        sink.write(index, blank, np.ones(shape, dtype=bool))
+        if self.symmetric and key[0] != key[1]:
+            sink.write(index[::-1], blank.T, np.ones(shape[::-1], dtype=bool))
+        return Failure(self.describe_block(key, block), reason, stderr)
 
     def _numeric_block(self, raw: list[Any], dtype: np.dtype, shape: tuple[int, ...],
                        origin: list[int]) -> np.ndarray:

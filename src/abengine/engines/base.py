@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from ..graph import Node, Task, TaskGraph, TaskResult
+from ..graph import Finished, Node, Task, TaskGraph, TaskResult
 
 OnResult = Callable[[Task, TaskResult], None]
 
@@ -71,24 +71,33 @@ class Engine(ABC):
         running: dict[Future[TaskResult], tuple[Node, Task]] = {}
         # Keep a few tasks queued beyond the slots so no slot idles between results.
         window = 2 * self.slots
+
+        def succeeded(node: Node, task: Task, result: TaskResult) -> None:
+            report.done += 1
+            attempts.pop(node, None)
+            on_result(task, result)
+            for dependent in graph.dependents(node):
+                missing[dependent] -= 1
+                if missing[dependent] == 0:
+                    ready.append((dependent, None))
+
         try:
             while ready or running:
                 while ready and len(running) < window:
                     node, task = ready.popleft()
                     task = task or graph.materialize(node)
-                    running[self.submit(task)] = (node, task)
+                    if isinstance(task, Finished):  # known already: nothing to run
+                        succeeded(node, task, TaskResult(task, ok=True, value=task.value))
+                    else:
+                        running[self.submit(task)] = (node, task)
+                if not running:
+                    continue
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     node, task = running.pop(future)
                     result = future.result()
                     if result.ok:
-                        report.done += 1
-                        attempts.pop(node, None)
-                        on_result(task, result)
-                        for dependent in graph.dependents(node):
-                            missing[dependent] -= 1
-                            if missing[dependent] == 0:
-                                ready.append((dependent, None))
+                        succeeded(node, task, result)
                         continue
                     tries = attempts.setdefault(node, [])
                     tries.append(result)

@@ -25,9 +25,12 @@ test: $(STAMP) clusters
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/allpairs_vectors.py
 	$(PY) benchmarks/allpairs_executable.py
 	$(PY) benchmarks/h5_memory.py
+	$(PY) benchmarks/classify_digits.py
+	$(PY) benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -235,3 +235,23 @@ def test_map_of_vectors_calls_f_once_per_element_and_resumes(tmp_path):
     with h5py.File(out) as h5:
         assert (h5["result"][...] == features_of(range(6))).all()
     assert calls(log) == 12  # the resumed run found every block done
+
+
+def test_the_readme_pipeline_runs_end_to_end(tmp_path, engine):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    directory = tmp_path / "digits"
+    subprocess.run([sys.executable, str(root / "datasets" / "generate.py"), "digits-images",
+                    str(directory), "--limit", "240"], check=True, capture_output=True)
+    sys.path.insert(0, str(root / "examples"))
+    try:
+        from pipeline import pipeline
+    finally:
+        sys.path.remove(str(root / "examples"))
+    similarity, labels, truth = pipeline(directory, 30, engine=engine, progress=False)
+    assert similarity.shape == (240, 30)
+    assert np.mean(labels == truth) > 0.8
+    again, labels_again, _ = pipeline(directory, 30, engine=engine, progress=False)
+    assert (again == similarity).all() and (labels_again == labels).all()

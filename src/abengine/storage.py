@@ -63,6 +63,11 @@ def fill_value(dtype: np.dtype) -> Any:
     return None
 
 
+def shown(value: Any) -> Any:
+    """A value as an error line quotes it: whole when short, else its first 57 characters."""
+    return value if len(str(value)) < 60 else str(value)[:57] + "..."
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):  # a vector: its numbers on one line
         return " ".join(format_value(v) for v in np.ravel(np.asarray(value, dtype=object)))
@@ -393,8 +398,7 @@ def parse_cell_line(line: str, where: str) -> tuple[int, int, str]:
             raise ValueError
         x, y = int(parts[0]), int(parts[1])
     except ValueError:
-        shown = line.strip() if len(line.strip()) < 60 else line.strip()[:57] + "..."
-        raise UsageError(f"{where}: expected `x y value`, got {shown!r}") from None
+        raise UsageError(f"{where}: expected `x y value`, got {shown(line.strip())!r}") from None
     return x, y, parts[2].strip()
 
 
@@ -521,7 +525,6 @@ def to_numeric(values: list[Any], dtype: np.dtype, failed: Sequence[bool],
         try:
             out[k] = float(value) if dtype.kind == "f" else value
         except (TypeError, ValueError):
-            shown = value if len(str(value)) < 60 else str(value)[:57] + "..."
-            raise UsageError(f"{culprit(k)}: output {shown!r} is not a number "
+            raise UsageError(f"{culprit(k)}: output {shown(value)!r} is not a number "
                              "(a numeric result was asked for)") from None
     return out

@@ -17,6 +17,7 @@ whether or not stages are chained.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import shutil
@@ -60,7 +61,7 @@ class Lazy:
         self.run_options = run_options
 
     def __len__(self) -> int:
-        return job_rows(self.job)
+        return self.job.shape[0]
 
     def __repr__(self) -> str:
         return f"<lazy {type(self.job).__name__} of {self.job.function.name}, {len(self)} rows>"
@@ -85,10 +86,6 @@ class Lazy:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(self.compute(), dtype=dtype)
-
-
-def job_rows(job: Grid) -> int:
-    return job.shape[0]
 
 
 @dataclass(eq=False)
@@ -345,7 +342,5 @@ def _open_memo(memo: bool | str | Path | None, chained: bool) -> Memo | None:
 
 
 def _parse_plan(text: str) -> tuple[Key, tuple[int, ...]]:
-    import ast
-
     block, value_shape = ast.literal_eval(text)
     return tuple(block), tuple(value_shape)

@@ -17,7 +17,7 @@ import numpy as np
 from ..engines import Engine
 from ..errors import Failure, UsageError
 from ..runners import BlockOut
-from ..storage import Sink, fill_value
+from ..storage import Sink, fill_value, shown
 from .base import Grid, Key, load_sets
 from .compose import Lazy
 
@@ -78,8 +78,7 @@ class Map(Grid):
             vector = np.asarray(value.split() if isinstance(value, str) else value,
                                 dtype=dtype).ravel()
         except (TypeError, ValueError):
-            shown = str(value) if len(str(value)) < 60 else str(value)[:57] + "..."
-            raise UsageError(f"{self.describe_cell([index])}: output {shown!r} is not "
+            raise UsageError(f"{self.describe_cell([index])}: output {shown(str(value))!r} is not "
                              "numbers (a numeric result was asked for)") from None
         if vector.shape != (self.width,):
             raise UsageError(f"{self.describe_cell([index])}: F gave {vector.size} values, "

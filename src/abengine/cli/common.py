@@ -75,6 +75,11 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="workqueue: speak TLS with this certificate (and key, unless --tls-key); "
                         "workers check it against the same file")
     g.add_argument("--tls-key", metavar="PEM", help="workqueue: the certificate's private key")
+    g.add_argument("--distribute", choices=["auto", "tree", "direct"],
+                   help="workqueue: spread the shared inputs (the sets, F) to every worker by "
+                        "spanning tree before the tasks need them (tree), let the master send "
+                        "each worker what its tasks use (direct), or let the model choose "
+                        "(auto, the default)")
     w.add_argument("--connect-timeout", type=_duration, default=60.0, metavar="S",
                    help="give up when no worker connected S seconds after its job started "
                         "(default: 60; jobs still queued are waited for)")
@@ -175,7 +180,8 @@ def engine_from(args: argparse.Namespace) -> Engine:
     if args.engine == "local":
         given += [o for o, v in (("--workers", args.workers), ("--port", args.port),
                                  ("--master-address", args.master_address),
-                                 ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key))
+                                 ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                                 ("--distribute", args.distribute))
                   if v is not None]
         if given:
             raise UsageError(f"{', '.join(given)}: these go with --engine workqueue")
@@ -188,14 +194,15 @@ def engine_from(args: argparse.Namespace) -> Engine:
         raise UsageError("--batch ssh needs --hosts HOST1,HOST2,... ([user@]host[:port])")
     if args.tls_key and not args.tls_cert:
         raise UsageError("--tls-key goes with --tls-cert")
-    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    master = {"tls_cert": args.tls_cert, "tls_key": args.tls_key,
+              "distribute": args.distribute or "auto"}
     if not args.workers:
         return make_engine("workqueue", args.cores, None, args.port,
-                           master_address=args.master_address, **tls)
+                           master_address=args.master_address, **master)
     return make_engine("workqueue", args.cores, args.workers, args.port,
                        batch=args.batch or "local", hosts=split_hosts(args.hosts),
                        batch_options=args.batch_options, master_address=args.master_address,
-                       connect_timeout=args.connect_timeout, **tls, **worker_settings(args))
+                       connect_timeout=args.connect_timeout, **master, **worker_settings(args))
 
 
 def extra_args(text: str) -> list[str]:

@@ -34,7 +34,8 @@ def make_engine(engine: str | Engine | None = None, cores: int | None = None,
     if engine == "workqueue":
         from .workqueue import WorkQueueEngine
 
-        needs_workers = [k for k in given if k not in ("master_address", "tls_cert", "tls_key")]
+        needs_workers = [k for k in given
+                         if k not in ("master_address", "tls_cert", "tls_key", "distribute")]
         if not workers and needs_workers:
             raise UsageError(f"{', '.join(needs_workers)}: only with workers to start "
                              "(give workers=N)")

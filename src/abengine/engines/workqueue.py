@@ -8,6 +8,11 @@ and removes every job when it shuts down, whatever the reason.
 starts a worker by hand. A PythonTask travels as a command
 (`python -m abengine.engines.pyrun`) with its call pickled by value as an
 input file and its return value as an output file.
+
+Before a graph runs, its shared inputs (cached files many tasks use: the
+sets and F) can be spread to every worker by spanning tree rather than sent
+by the master to each worker that needs them (`distribute="tree"` or
+`"direct"`); `"auto"` asks the distribution model (models/distribution.py).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shutil
 import ssl
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
@@ -28,11 +34,17 @@ import cloudpickle
 
 from ..errors import UsageError
 from ..graph import PythonTask, Task, TaskGraph, TaskResult, describe_exit
+from ..models.distribution import choose_mode
 from ..workqueue import master as wq
 from ..workqueue.batch import make_batch
 from ..workqueue.batch.base import default_address
 from ..workqueue.batch.pool import WorkerPool, say
 from .base import Engine, OnResult, RunReport
+
+#: How shared inputs reach the workers (the --distribute choices).
+DISTRIBUTE_MODES = ("auto", "tree", "direct")
+#: Tasks of a graph looked at to find its shared inputs (a sample beyond that).
+SCAN_TASKS = 10_000
 
 
 class WorkQueueEngine(Engine):
@@ -46,9 +58,19 @@ class WorkQueueEngine(Engine):
                  wall_time: float | None = None, memory: int | None = None,
                  master_address: str | None = None, connect_timeout: float = 60.0,
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
-                 **batch_settings) -> None:
+                 distribute: str = "auto", **batch_settings) -> None:
         """`batch_settings` go to the batch system: `ssh_key`, `known_hosts`, `log_dir`,
-        `idle_timeout`, `prologue`, `worker_python` (the workers' interpreter)."""
+        `idle_timeout`, `prologue`, `worker_python` (the workers' interpreter).
+
+        `distribute`: "tree" spreads each graph's shared inputs to every worker by
+        spanning tree before its tasks need them; "direct" lets the master send each
+        worker what its tasks use; "auto" lets the distribution model choose."""
+        if distribute not in DISTRIBUTE_MODES:
+            raise UsageError(f"distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
+                             f"not {distribute!r}")
+        self.distribute = distribute
+        #: What the last run did with its shared inputs: "tree", "direct", or "" (none).
+        self.distributed = ""
         try:
             self.queue = wq.WorkQueue(port=port, tls_cert=tls_cert, tls_key=tls_key)
         except ssl.SSLError as exc:
@@ -70,6 +92,7 @@ class WorkQueueEngine(Engine):
         self._fatal: UsageError | None = None
         self.pool: WorkerPool | None = None
         self._expected = (workers or 0) * cores_per_worker
+        self._workers = workers or 0
         try:
             if workers:
                 python_there = batch_settings.pop("worker_python", None)
@@ -125,10 +148,32 @@ class WorkQueueEngine(Engine):
         return max(1, self._expected, self.queue.stats()["cores"])
 
     def run(self, graph: TaskGraph, on_result: OnResult, retries: int = 2) -> RunReport:
+        self._distribute(graph)
         report = super().run(graph, on_result, retries)
         if self._fatal is not None:
             raise self._fatal
         return report
+
+    def _distribute(self, graph: TaskGraph) -> None:
+        """Spread the graph's shared inputs by tree when asked to, or when the model says so.
+
+        Tasks then run wherever their inputs have arrived, at once; the rest wait
+        for the tree rather than make the master send a copy of its own.
+        """
+        self.distributed = ""
+        if self.distribute == "direct":
+            return
+        uses, tasks = shared_inputs(graph)
+        if not uses:
+            return
+        mode = self.distribute
+        if mode == "auto":
+            hosts = max(self._workers, self.queue.stats()["workers"])
+            files = [(path.stat().st_size, n) for path, n in uses.items()]
+            mode = choose_mode(files, tasks, hosts)
+        self.distributed = mode
+        if mode == "tree":
+            self.queue.distribute(list(uses), mode="tree")
 
     def submit(self, task: Task) -> Future[TaskResult]:
         if self._fatal is not None:
@@ -198,3 +243,26 @@ class WorkQueueEngine(Engine):
         finally:
             self.queue.close()
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def shared_inputs(graph: TaskGraph) -> tuple[dict[Path, int], int]:
+    """The cached input files more than one task of `graph` uses, with how many use each,
+    and the number of tasks looked at.
+
+    A graph may name them itself (`graph.shared_inputs`: paths every task may use);
+    otherwise the first SCAN_TASKS tasks are counted. A deferred task is built
+    early (and again when dispatched) only if it depends on nothing: one that
+    waits for others is built from their results (Wavefront's edges), so it
+    cannot be built before them.
+    """
+    hint = getattr(graph, "shared_inputs", None)
+    if hint is not None:
+        return {Path(p): len(graph) for p in hint}, len(graph)
+    counts: Counter[Path] = Counter()
+    tasks = 0
+    nodes = (n for n in graph if isinstance(n, Task) or not graph.dependencies(n))
+    for node in itertools.islice(nodes, SCAN_TASKS):
+        task = graph.materialize(node)
+        counts.update({f.local for f in task.inputs if f.cache})
+        tasks += 1
+    return {path: n for path, n in counts.items() if n > 1}, tasks

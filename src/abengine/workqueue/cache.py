@@ -18,6 +18,7 @@ inside the single-file worker to hosts that have neither.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -28,6 +29,7 @@ import stat
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -174,15 +176,13 @@ class Cache:
         digest = sha256_file(path)
         st = path.stat()
         incoming = self.receive(digest, st.st_size, executable=bool(st.st_mode & 0o111))
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    incoming.write(chunk)
-            incoming.commit()  # re-checks the hash: the file may have changed since
-        except BaseException:
-            incoming.abort()
-            raise
+        # Opened inside _pour (a generator), so a failure to open aborts the file too.
+        _pour(incoming, (open(p, "rb") for p in [path]))  # noqa: SIM115
         return digest
+
+    def assemble(self, digest: str, size: int, parts: list[str]) -> Path:
+        """Build the file `digest` from held pieces, in order; its hash is checked on commit."""
+        return _pour(self.receive(digest, size), (self.reading(part) for part in parts))
 
     def _admit(self, temp: Path, digest: str, size: int, executable: bool) -> Path:
         """Rename a verified temp file into `files/`, read-only, making room first."""
@@ -284,6 +284,21 @@ class Cache:
                 self._pins[digest] = left
             else:
                 self._pins.pop(digest, None)
+
+    @contextlib.contextmanager
+    def reading(self, digest: str) -> Iterator[BinaryIO]:
+        """A held file opened for a peer; kept from eviction while open.
+
+        Checked like a file linked into a sandbox: one that looks changed is
+        re-hashed first, and refused (evicted) if its bytes are wrong, so a
+        worker never serves a peer a copy it would not use itself.
+        """
+        path, _ = self._checkout(digest, executable=False)
+        try:
+            with open(path, "rb") as f:
+                yield f
+        finally:
+            self._release(digest)
 
     # -- sandboxes and the end -----------------------------------------------------
     def sandbox(self, task_id: int) -> Sandbox:
@@ -496,6 +511,20 @@ class Sandbox:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.remove()
+
+
+def _pour(incoming: Incoming, sources: Iterable[contextlib.AbstractContextManager]) -> Path:
+    """Write what each source (a context giving a binary file) holds into `incoming`, in
+    order, and commit it (which checks size and hash); abort on any failure."""
+    try:
+        for source in sources:
+            with source as f:
+                while chunk := f.read(CHUNK):
+                    incoming.write(chunk)
+        return incoming.commit()
+    except BaseException:
+        incoming.abort()
+        raise
 
 
 def _hard_link(source: Path, target: Path) -> bool:

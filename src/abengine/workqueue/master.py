@@ -39,8 +39,10 @@ from pathlib import Path
 
 from .auth import load_secret, new_secret
 from .cache import safe_name
+from .distribute import MASTER, Planner, Transfer
 from .protocol import (
     NEED_DATA,
+    Assemble,
     Authenticated,
     BadAuth,
     Bye,
@@ -49,10 +51,12 @@ from .protocol import (
     Data,
     Drain,
     EndOfData,
+    Fetch,
     Heartbeat,
     Input,
     Kill,
     Output,
+    Pacer,
     ProtocolError,
     Put,
     Refused,
@@ -60,13 +64,23 @@ from .protocol import (
     Role,
     StatusReply,
     StatusRequest,
+    Stored,
     Welcome,
+    make_ticket,
+    ticket_key,
 )
 from .protocol import Task as TaskMessage
 from .tls import server_context
 
 CHUNK = 1 << 20
 HANDSHAKE_SECONDS = 10.0
+#: A shared file larger than this spreads as pieces of this size, each piece's tree
+#: running beside the others' (a pipeline): log2(N) rounds of a piece, not of the file.
+PIECE_BYTES = 4 << 20
+#: How long a ticket for a peer transfer is good for: the fetch starts at once.
+TICKET_SECONDS = 60
+#: While tasks wait for shared data, look for a worker that has it at most this often.
+DATA_WAIT_RESCAN = 0.05
 
 WAITING, RUNNING, DONE, FAILED, CANCELLED = "waiting", "running", "done", "failed", "cancelled"
 
@@ -92,6 +106,7 @@ class Task:
     elapsed: float = 0.0
     worker: str = ""
     attempts: list[str] = field(default_factory=list)  # why each failed attempt failed
+    digests: list[str] = field(default_factory=list, repr=False)  # of the inputs, at submit
 
     def add_input(self, local: str | Path, remote: str | None = None, cache: bool = True) -> None:
         local = Path(local)
@@ -129,6 +144,10 @@ class _Peer:
         self.closing = False
         self.handshaking = False  # TLS handshake not finished: nothing else goes out
         self.draining = False  # its wall time is running out: no new tasks
+        self.assembling: set[str] = set()  # files it is building from their pieces
+        self.peer_host = ""  # where other workers fetch from it (with peer_port)
+        self.peer_port = 0
+        self.resume_at = 0.0  # uploads paced (benchmark knob): no bytes out before this
 
 
 class WorkQueue:
@@ -180,6 +199,16 @@ class WorkQueue:
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._futures: dict[int, Future] = {}
         self._stats = collections.Counter()
+        self._pacer = Pacer.from_env()
+        self._paused: dict[int, _Peer] = {}  # peers whose next chunk waits for the pacer
+        self._ticket_key = ticket_key(self.secret)
+        self._planner: Planner | None = None
+        self._shared: dict[str, Path] = {}  # digest -> local path of each distributed file
+        self._pieces: dict[str, Piece] = {}  # what the planner spreads: files, or their pieces
+        self._parts: dict[str, list[str]] = {}  # a file sent in pieces -> its pieces, in order
+        self._whole_of: dict[str, set[str]] = {}  # a piece -> the files made of it
+        self._distributed = threading.Event()
+        self._rescan_at = 0.0  # tasks wait for shared data: do not look again before this
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="abengine-master", daemon=True)
         self._thread.start()
@@ -189,8 +218,7 @@ class WorkQueue:
         """Queue a task; returns its id. Inputs are hashed here, in the caller's thread."""
         if self._closed:
             raise RuntimeError("the queue is closed")
-        for local, _, _ in task.inputs:
-            self._hash(local)
+        task.digests = [self._hash(local) for local, _, _ in task.inputs]
         task.id = next(self._ids)
         task.state = WAITING
         self._tasks[task.id] = task
@@ -222,6 +250,44 @@ class WorkQueue:
 
     def cancel(self, task_id: int) -> None:
         self._call("cancel", task_id)
+
+    def distribute(self, paths: list[str | Path], mode: str = "tree", feed: int | None = None,
+                   uploads: int = 1, piece_bytes: int | None = PIECE_BYTES) -> list[str]:
+        """Send these files to every worker now, and to each worker that joins later.
+
+        "tree": the master seeds one worker, then every holder (the master too)
+        serves one more at a time, so the copies double each round; a failed
+        transfer or a dead source is re-planned from another holder. "direct":
+        the master sends every copy itself (all at once: the star). `feed`
+        caps how many workers get them (None: all). `uploads` is the
+        workers' own limit (their --uploads), so the plan never asks more.
+        In a tree, a file larger than `piece_bytes` travels as pieces that
+        spread side by side; each worker puts it together (hash-checked).
+        Tasks that use a distributed file run only where it has arrived,
+        without waiting for the rest; one never triggers a second copy from
+        the master. Returns the files' digests; `wait_distributed` waits.
+        """
+        Planner(mode, uploads, 1, feed)  # refuse bad arguments here, in the caller's thread
+        if piece_bytes is not None and piece_bytes < 1:
+            raise ValueError(f"piece_bytes must be positive, not {piece_bytes}")
+        cut = piece_bytes if mode == "tree" else None
+        files = {}
+        for path in map(Path, paths):
+            digest = self._hash(path)
+            files[digest] = _pieces(path, digest, cut)
+        self._distributed.clear()
+        self._call("distribute", (files, mode, feed, uploads))
+        return list(files)
+
+    def wait_distributed(self, timeout: float | None = None) -> bool:
+        """Whether every fed worker holds every distributed file, waiting up to `timeout`."""
+        return self._distributed.wait(timeout)
+
+    def workers(self) -> list[dict]:
+        """Each connected worker: id, name, peer address, and how many distributed files it holds."""
+        box: queue.Queue = queue.Queue()
+        self._call("workers", box)
+        return box.get(timeout=10)
 
     def worker_command(self, cores: int = 1, host: str = "127.0.0.1") -> list[str]:
         """The argv that starts a worker for this queue, the secret passed as a file (not argv)."""
@@ -274,7 +340,10 @@ class WorkQueue:
     def _loop(self) -> None:
         next_tick = time.monotonic() + self.heartbeat
         while True:
-            timeout = max(0.0, next_tick - time.monotonic())
+            wake = min([next_tick, *(p.resume_at for p in self._paused.values())])
+            if self._waiting and self._rescan_at:
+                wake = min(wake, self._rescan_at)
+            timeout = max(0.0, wake - time.monotonic())
             for key, mask in self._selector.select(timeout):
                 if key.data == "accept":
                     self._accept()
@@ -296,6 +365,8 @@ class WorkQueue:
                             self._write(peer)
                     except Exception as exc:  # a fault with one peer must not stop the master
                         self._drop(peer, f"internal error: {type(exc).__name__}: {exc}")
+            if self._paused:
+                self._resume_paced()
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + self.heartbeat
@@ -319,6 +390,10 @@ class WorkQueue:
                     self._cancel(arg)
                 elif what == "stats":
                     arg.put(self._status())
+                elif what == "workers":
+                    arg.put(self._worker_list())
+                elif what == "distribute":
+                    self._start_distribution(*arg)
                 elif what == "close":
                     return True
             except Exception as exc:  # one bad request must not stop the master
@@ -395,8 +470,16 @@ class WorkQueue:
                 peer.cores = peer.free = max(1, int(hello.cores))
                 peer.name = f"{hello.name}:{hello.pid} ({peer.address})"
                 peer.cached = set(hello.cached)
+                peer.peer_host = hello.peer_host or peer.address.rsplit(":", 1)[0]
+                peer.peer_port = hello.peer_port
                 self._stats["workers_joined"] += 1
-            self._send(peer, Welcome(worker_id=peer.id, heartbeat=self.heartbeat))
+            # Peer transfers travel in clear: a master speaking TLS keeps every file on TLS.
+            self._send(peer, Welcome(worker_id=peer.id, heartbeat=self.heartbeat,
+                                     peers=self._tls is None))
+            if peer.worker and self._planner is not None:
+                self._planner.add_worker(peer.id, peer.cached & self._shared.keys(),
+                                         peer=peer.conn.peers)
+                self._plan()
         elif isinstance(event, BadAuth):
             peer.closing = True  # dropped once the refusal is out
             self._send(peer, Refused(reason=event.reason))
@@ -417,6 +500,8 @@ class WorkQueue:
             self._result(peer, event)
         elif isinstance(event, Drain):
             self._drain(peer, event)
+        elif isinstance(event, Stored):
+            self._stored(peer, event)
         elif isinstance(event, StatusRequest):
             self._send(peer, StatusReply(fields=self._status()))
         elif isinstance(event, Heartbeat):
@@ -475,6 +560,122 @@ class WorkQueue:
                 self._set_state(task, WAITING)
                 self._waiting.appendleft(task_id)
 
+    # distributing shared files --------------------------------------------------------
+    def _start_distribution(self, files: dict[str, list[Piece]], mode: str, feed: int | None,
+                            uploads: int) -> None:
+        """Plan the spread of `files` (I/O thread); a new mode or limit starts a new plan."""
+        for digest, pieces in files.items():
+            self._shared[digest] = pieces[0].path
+            for piece in pieces:
+                self._pieces[piece.digest] = piece
+                if len(pieces) > 1:
+                    self._whole_of.setdefault(piece.digest, set()).add(digest)
+            if len(pieces) > 1:
+                self._parts[digest] = [piece.digest for piece in pieces]
+        planner = self._planner
+        if planner is None or (planner.mode, planner.feed, planner.uploads) != (mode, feed,
+                                                                                uploads):
+            workers = [p for p in self._peers.values() if p.worker]
+            # A star: every copy from the master at once. A tree: the master is one holder.
+            master_uploads = max(1, len(workers)) if mode == "direct" else 1
+            planner = self._planner = Planner(mode, uploads, master_uploads, feed)
+            planner.add_files(self._pieces)
+            for w in workers:
+                planner.add_worker(w.id, self._held_pieces(w), peer=w.conn.peers)
+        planner.add_files(self._pieces)
+        self._plan()
+
+    def _held_pieces(self, worker: _Peer) -> set[str]:
+        """The pieces a worker needs no more: those it holds, and those of files it holds."""
+        held = worker.cached & self._pieces.keys()
+        for digest in worker.cached & self._parts.keys():
+            held.update(self._parts[digest])
+        return held
+
+    def _plan(self) -> None:
+        """Start every transfer the plan allows now; note when the spread is complete."""
+        planner = self._planner
+        if planner is None or self._closed:
+            return
+        self._rescan_at = 0.0  # a file landed or a worker came or went: tasks may start
+        while transfers := planner.next():
+            for transfer in transfers:
+                self._begin(transfer)
+        wholes = self._shared.keys()
+        if planner.done() and all(wholes <= self._peers[w].cached for w in planner.targets()):
+            self._distributed.set()
+
+    def _begin(self, transfer: Transfer) -> None:
+        planner, target = self._planner, self._peers.get(transfer.target)
+        assert planner is not None
+        if target is None:  # dropped while we planned: forget it
+            planner.remove_worker(transfer.target)
+            return
+        digest = transfer.digest
+        if digest in target.cached:  # held, or a put of it is on the way: its Stored ends this
+            if not target.conn.peers:  # a worker that never says Stored: sent is as good
+                planner.stored(digest, target.id)
+            return
+        piece = self._pieces[digest]
+        if transfer.source == MASTER:
+            self._send_file(target, piece.path, digest, piece.offset, piece.size)
+            target.cached.add(digest)
+            self._stats["seeds"] += 1
+            if not target.conn.peers:
+                planner.stored(digest, target.id)
+            return
+        source = self._peers[transfer.source]
+        expires = int(time.time()) + TICKET_SECONDS
+        self._send(target, Fetch(hash=digest, length=piece.size, host=source.peer_host, port=source.peer_port, expires=expires,
+                                 ticket=make_ticket(self._ticket_key, digest, target.id,
+                                                    expires)))
+        self._stats["peer_transfers"] += 1
+
+    def _stored(self, peer: _Peer, stored: Stored) -> None:
+        """A worker holds a file now (a put or a fetch landed), or its fetch failed."""
+        planner = self._planner
+        peer.assembling.discard(stored.hash)
+        if stored.error:
+            self._stats["transfers_failed"] += 1
+            if planner is not None:
+                planner.failed(stored.hash, peer.id)
+        else:
+            peer.cached.add(stored.hash)
+            if planner is not None:
+                planner.stored(stored.hash, peer.id)
+            self._assemble(peer, stored.hash)
+        self._plan()
+
+    def _assemble(self, peer: _Peer, piece: str) -> None:
+        """Once a worker holds every piece of a file, it builds the file (and says Stored)."""
+        for digest in self._whole_of.get(piece, ()):
+            parts = self._parts[digest]
+            if (digest not in peer.cached and digest not in peer.assembling
+                    and all(p in peer.cached for p in parts)):
+                # Tasks wait for its Stored: the worker builds it beside its other work.
+                peer.assembling.add(digest)
+                length = sum(self._pieces[p].size for p in parts)
+                self._send(peer, Assemble(hash=digest, length=length, parts=parts))
+
+    def _lacks_shared(self, task: Task, worker: _Peer) -> bool:
+        """Does `task` use a distributed file `worker` does not hold yet? Then it waits for
+        the file to arrive there (or runs elsewhere) rather than make the master send it."""
+        shared, cached = self._shared, worker.cached
+        return any(d in shared and d not in cached for d in task.digests)
+
+    def _worker_list(self) -> list[dict]:
+        shared = self._shared.keys()
+        return [{"id": p.id, "name": p.name, "peer_host": p.peer_host, "peer_port": p.peer_port,
+                 "peers": p.conn.peers, "holds": len(p.cached & shared)}
+                for p in self._peers.values() if p.worker]
+
+    def _resume_paced(self) -> None:
+        now = time.monotonic()
+        for peer in [p for p in self._paused.values() if p.resume_at <= now]:
+            del self._paused[peer.id]
+            if peer.id in self._peers:
+                self._want_write(peer)
+
     # writing ----------------------------------------------------------------------
     def _send(self, peer: _Peer, message: object) -> None:
         """Send a message (or encoded bytes) now if nothing is ahead of it, else queue it.
@@ -483,7 +684,7 @@ class WorkQueue:
         ahead of it. Sending at once when the queue is empty (the usual case for
         a task or a heartbeat) spares two selector changes per message.
         """
-        if peer.out or peer.closing or peer.handshaking:
+        if peer.out or peer.closing or peer.handshaking or peer.id in self._paused:
             peer.out.append(message)
             if not peer.handshaking:
                 self._want_write(peer)
@@ -510,17 +711,22 @@ class WorkQueue:
         if peer is not None:
             self._send(peer, message)
 
-    def _send_file(self, peer: _Peer, path: Path, digest: str) -> None:
-        size = path.stat().st_size
+    def _send_file(self, peer: _Peer, path: Path, digest: str, offset: int = 0,
+                   size: int | None = None) -> None:
+        """Queue a put of the file (or of its `size` bytes from `offset`: a piece)."""
+        size = path.stat().st_size if size is None else size
         self._stats["puts"] += 1
         self._stats["bytes_sent"] += size
         self._send(peer, Put(hash=digest, size=size))
         if size:
-            peer.out.append([open(path, "rb"), size])  # noqa: SIM115 - closed when sent or dropped
+            f = open(path, "rb")  # noqa: SIM115 - closed when sent or dropped
+            f.seek(offset)
+            peer.out.append([f, size])
             self._want_write(peer)
 
     def _want_write(self, peer: _Peer) -> None:
-        self._selector.modify(peer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)
+        if peer.id not in self._paused:  # a paced peer is woken by _resume_paced
+            self._selector.modify(peer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, peer)
 
     def _write(self, peer: _Peer) -> None:
         try:
@@ -537,6 +743,12 @@ class WorkQueue:
                         f.close()
                         peer.out.popleft()
                     peer.out.appendleft(data)
+                    delay = self._pacer.reserve(len(chunk))
+                    if delay > 0:  # the emulated network card is busy until then
+                        peer.resume_at = time.monotonic() + delay
+                        self._paused[peer.id] = peer
+                        self._selector.modify(peer.sock, selectors.EVENT_READ, peer)
+                        return
                     continue
                 if not isinstance(item, (bytes, bytearray, memoryview)):
                     item = peer.out[0] = peer.conn.send(item)
@@ -563,6 +775,9 @@ class WorkQueue:
                    if p.worker and not p.closing and not p.draining and p.free > -p.cores]
         if not workers:
             return
+        if self._shared:
+            self._dispatch_near_data(workers)
+            return
         # The worker with the most free cores first: a heap, so a task costs O(log workers).
         heap = [(-w.free, w.id, w) for w in workers]
         heapq.heapify(heap)
@@ -583,6 +798,38 @@ class WorkQueue:
                 heapq.heappush(heap, (-worker.free, worker.id, worker))
         self._waiting.extendleft(reversed(skipped))
         if self.speculate and not self._waiting:
+            idle = [w for w in workers if w.free > 0]
+            if idle:
+                self._speculate(idle)
+
+    def _dispatch_near_data(self, workers: list[_Peer]) -> None:
+        """Dispatch while files are distributed: each task to the freest worker holding its
+        distributed inputs; tasks no such worker can take wait (looked at again when a file
+        lands, a worker joins or every DATA_WAIT_RESCAN s, not at every wake-up)."""
+        now = time.monotonic()
+        if self._rescan_at and now < self._rescan_at:
+            return
+        self._rescan_at = 0.0
+        skipped: list[int] = []
+        while self._waiting and workers:
+            task = self._tasks.get(self._waiting.popleft())
+            if task is None or task.state != WAITING:
+                continue
+            fits = [w for w in workers if w.free + w.cores >= task.cores
+                    and not self._lacks_shared(task, w)]
+            if not fits:
+                skipped.append(task.id)
+                if len(skipped) > 1000:
+                    break
+                continue
+            worker = max(fits, key=lambda w: w.free)
+            self._start(task, worker)
+            if worker.free <= -worker.cores:
+                workers.remove(worker)
+        self._waiting.extendleft(reversed(skipped))
+        if skipped:
+            self._rescan_at = now + DATA_WAIT_RESCAN
+        elif self.speculate and not self._waiting:
             idle = [w for w in workers if w.free > 0]
             if idle:
                 self._speculate(idle)
@@ -623,7 +870,8 @@ class WorkQueue:
             task = self._tasks.get(task_id)
             if task is None or len(owners) != 1 or now - started < max(3 * typical, 1.0):
                 continue
-            candidates = [w for w in idle if w.id not in owners and w.free >= task.cores]
+            candidates = [w for w in idle if w.id not in owners and w.free >= task.cores
+                          and not (self._shared and self._lacks_shared(task, w))]
             if not candidates:
                 return
             self._stats["speculative"] += 1
@@ -694,6 +942,10 @@ class WorkQueue:
             return
         if peer.worker:
             self._stats["workers_lost"] += 1
+        self._paused.pop(peer.id, None)
+        if peer.worker and self._planner is not None:
+            self._planner.remove_worker(peer.id)
+            self._plan()
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(peer.sock)
         peer.sock.close()
@@ -727,7 +979,9 @@ class WorkQueue:
             "workers_joined": self._stats["workers_joined"],
             "workers_lost": self._stats["workers_lost"], "refused": self._stats["refused"],
             "speculative": self._stats["speculative"], "puts": self._stats["puts"],
-            "bytes_sent": self._stats["bytes_sent"],
+            "bytes_sent": self._stats["bytes_sent"], "seeds": self._stats["seeds"],
+            "peer_transfers": self._stats["peer_transfers"],
+            "transfers_failed": self._stats["transfers_failed"],
         }
 
     def _shutdown(self) -> None:
@@ -739,6 +993,33 @@ class WorkQueue:
             except (OSError, ValueError, ProtocolError):
                 pass
             self._drop(peer, "closing")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """`size` bytes of `path` from `offset`, whose sha256 is `digest` (maybe the whole file)."""
+
+    digest: str
+    path: Path
+    offset: int
+    size: int
+
+
+def _pieces(path: Path, digest: str, piece_bytes: int | None) -> list[Piece]:
+    """The file `digest` cut into pieces of `piece_bytes` (one piece, itself, if not larger)."""
+    size = path.stat().st_size
+    if piece_bytes is None or size <= piece_bytes:
+        return [Piece(digest, path, 0, size)]
+    pieces = []
+    with open(path, "rb") as f:
+        for offset in range(0, size, piece_bytes):
+            h = hashlib.sha256()
+            left = min(piece_bytes, size - offset)
+            while left and (chunk := f.read(min(CHUNK, left))):
+                h.update(chunk)
+                left -= len(chunk)
+            pieces.append(Piece(h.hexdigest(), path, offset, min(piece_bytes, size - offset)))
+    return pieces
 
 
 def _discard(files: dict[str, Path]) -> None:

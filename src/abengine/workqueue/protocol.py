@@ -14,15 +14,27 @@ without numpy or abengine.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import json
 import math
+import os
 import re
 import struct
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .auth import MASTER_LABEL, WORKER_LABEL, check, new_nonce, proof
+
+#: Label of the key tickets are made with (derived from the run's secret).
+TICKET_KEY_LABEL = b"abengine-ticket-key"
+#: Label of a ticket: HMAC over (file hash, receiving worker id, expiry).
+TICKET_LABEL = b"abengine-ticket"
+#: Label of the proof a fetching worker makes with its ticket over the server's nonce.
+PEER_LABEL = b"abengine-peer"
 
 #: The protocol version this module speaks.
 VERSION = 1
@@ -31,6 +43,48 @@ DATA_CHUNK = 1 << 20
 
 _LENGTH = struct.Struct(">I")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+#: Benchmark and test knob only: cap every upload of a process (the master's sends, a
+#: worker's peer uploads) at this many bytes per second, to emulate network cards on one
+#: machine. Unset in real runs.
+UPLOAD_LIMIT_ENV = "ABENGINE_UPLOAD_LIMIT"
+
+
+class Pacer:
+    """A token bucket for a process's uploads, as pure bookkeeping (the caller waits).
+
+    `reserve(n)` books n bytes on the emulated link and returns how long the
+    caller must wait before handing them to the socket: the chunk is "on the
+    wire" until then. Bookings never overlap, so all uploads of a process
+    share one rate, as they would share one network card. No rate: no wait.
+    """
+
+    def __init__(self, rate: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate if rate and rate > 0 else None
+        self._clock = clock
+        self._free = 0.0  # when the emulated link finishes what is booked
+        self._lock = threading.Lock()  # a worker's upload threads share one pacer
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> Pacer:
+        """The pacer `ABENGINE_UPLOAD_LIMIT` (bytes per second) asks for, if any."""
+        text = (os.environ if environ is None else environ).get(UPLOAD_LIMIT_ENV, "")
+        try:
+            return cls(float(text) if text else None)
+        except ValueError:
+            raise ValueError(f"{UPLOAD_LIMIT_ENV}={text!r}: not a number of bytes per second") \
+                from None
+
+    def reserve(self, size: int) -> float:
+        """Book `size` bytes; the seconds to wait before sending them (0 without a rate)."""
+        if self.rate is None:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._free = max(self._free, now) + size / self.rate
+            return self._free - now
 
 
 class ProtocolError(Exception):
@@ -60,6 +114,8 @@ class Role(enum.Enum):
 
     MASTER = "master"  # accepts connections
     WORKER = "worker"  # connects: a worker, or a status client
+    SERVER = "server"  # a worker's peer port: accepts fetches, serves cached files
+    FETCHER = "fetcher"  # a worker fetching a file from another worker's peer port
 
 
 class ConnectionState(enum.Enum):
@@ -93,6 +149,8 @@ class Hello:
     cached: list[str] = field(default_factory=list)  # hashes already in the worker's cache
     proof: str = ""
     version: int = VERSION
+    peer_port: int = 0  # > 0: serves its cache to peers on this port (peer-transfer extension)
+    peer_host: str = ""  # the address peers reach it at; "" = the one the master sees
 
 
 @dataclass
@@ -102,6 +160,7 @@ class Welcome:
     worker_id: int
     heartbeat: float
     proof: str = ""
+    peers: bool = False  # the master speaks the peer-transfer extension (fetch, stored)
 
 
 @dataclass
@@ -209,6 +268,58 @@ class StatusRequest:
 
 
 @dataclass
+class Fetch:
+    """master→worker: fetch file `hash` (`length` bytes) from the peer at `host`:`port`.
+
+    `ticket` (see `make_ticket`) lets the worker prove to that peer that the
+    master allowed this transfer, to this worker, until `expires` (Unix time).
+    """
+
+    hash: str
+    length: int
+    host: str
+    port: int
+    expires: int
+    ticket: str
+
+
+@dataclass
+class Assemble:
+    """master→worker: build file `hash` (`length` bytes) from the cached pieces `parts`, in order.
+
+    A large shared file travels as pieces, each a file of its own (hash-checked
+    on arrival), so several pieces' trees run at once; the whole is hash-checked
+    again as it is built. The worker answers with Stored for `hash`.
+    """
+
+    hash: str
+    length: int
+    parts: list[str]
+
+
+@dataclass
+class Stored:
+    """worker→master: file `hash` is now in my cache (error ""), or fetching it failed."""
+
+    hash: str
+    error: str = ""
+
+
+@dataclass
+class PeerRequest:
+    """fetcher→server, after the server's challenge: send me `hash`.
+
+    The Connection fills `proof`: an HMAC keyed with the ticket over the
+    server's nonce, so the ticket itself never crosses the peer link.
+    """
+
+    hash: str
+    worker_id: int
+    expires: int
+    proof: str = ""
+
+
+@dataclass
 class _Cached:
     """The hello's second frame: read only once the hello's proof checked out."""
 
@@ -223,6 +334,13 @@ class Authenticated:
     """Master side: the worker proved it holds the secret; answer with `send(Welcome(...))`."""
 
     hello: Hello
+
+
+@dataclass
+class TicketAccepted:
+    """Server side: the fetcher's ticket is right and unexpired; answer with a Put or Refused."""
+
+    request: PeerRequest
 
 
 @dataclass
@@ -262,8 +380,9 @@ class _NeedData:
 NEED_DATA = _NeedData()
 
 Message = (Challenge | Hello | Welcome | Refused | Put | Task | Kill | StatusReply | Heartbeat
-           | Bye | Drain | Output | Result | StatusRequest)
-Event = Message | Authenticated | BadAuth | Data | EndOfData | Closed
+           | Bye | Drain | Output | Result | StatusRequest | Fetch | Assemble | Stored
+           | PeerRequest)
+Event = Message | Authenticated | TicketAccepted | BadAuth | Data | EndOfData | Closed
 
 
 # -- field checks: each returns the value or raises ProtocolError ---------------------
@@ -407,6 +526,19 @@ def _role(value: Any, limits: Limits) -> str:
     return value
 
 
+def _port(value: Any, limits: Limits) -> int:
+    if type(value) is not int or not 0 <= value < 65536:
+        raise ProtocolError(f"expected a port number in 0..65535, got {_short(value)}")
+    return value
+
+
+def _host(value: Any, limits: Limits) -> str:
+    host = _text(value, limits)
+    if len(host) > 255 or any(c.isspace() or c == "\0" for c in host):
+        raise ProtocolError(f"not a host name or address: {_short(host)}")
+    return host
+
+
 def _object(value: Any, limits: Limits) -> dict:
     if type(value) is not dict:
         raise ProtocolError(f"expected an object, got {_short(value)}")
@@ -426,9 +558,10 @@ def _inputs(value: Any, limits: Limits) -> list[Input]:
 _FIELDS: dict[type, dict[str, Check]] = {
     Challenge: {"version": _integer, "nonce": _hex64},
     Hello: {"version": _integer, "role": _role, "nonce": _hex64, "proof": _hex64,
-            "cores": _count, "memory": _count, "disk": _count, "name": _text, "pid": _count},
+            "cores": _count, "memory": _count, "disk": _count, "name": _text, "pid": _count,
+            "peer_port": _port, "peer_host": _host},
     _Cached: {"hashes": _hashes},
-    Welcome: {"worker_id": _count, "heartbeat": _seconds, "proof": _hex64},
+    Welcome: {"worker_id": _count, "heartbeat": _seconds, "proof": _hex64, "peers": _flag},
     Refused: {"reason": _text},
     Put: {"hash": _hex64, "size": _file_size},
     Input: {"hash": _hex64, "name": _name, "cache": _flag, "executable": _flag},
@@ -444,10 +577,17 @@ _FIELDS: dict[type, dict[str, Check]] = {
              "error": _text, "stdout": _tail, "stderr": _tail, "elapsed": _seconds,
              "outputs": _names},
     StatusRequest: {},
+    Fetch: {"hash": _hex64, "length": _file_size, "host": _host, "port": _port,
+            "expires": _count, "ticket": _hex64},
+    Assemble: {"hash": _hex64, "length": _file_size, "parts": _hashes},
+    Stored: {"hash": _hex64, "error": _text},
+    PeerRequest: {"hash": _hex64, "worker_id": _count, "expires": _count, "proof": _hex64},
 }
 #: The only fields a sender may leave out; the receiver then uses the dataclass default.
 _OPTIONAL: dict[type, set[str]] = {Task: {"cores", "wall_time"}, Input: {"cache", "executable"},
-                                   Bye: {"reason"}, Drain: {"returned", "reason"}}
+                                   Bye: {"reason"}, Drain: {"returned", "reason"},
+                                   Hello: {"peer_port", "peer_host"}, Welcome: {"peers"},
+                                   Stored: {"error"}}
 _REQUIRED = {cls: set(checks) - _OPTIONAL.get(cls, set()) for cls, checks in _FIELDS.items()}
 #: The "type" of each message: its class name in snake_case.
 _TYPE = {cls: re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__.lstrip("_")).lower()
@@ -456,7 +596,17 @@ _CLASS = {kind: cls for cls, kind in _TYPE.items()}
 #: Messages followed by `size` bytes of payload.
 _PAYLOAD = {"put", "output"}
 #: Messages exchanged before the peer is authenticated: short headers only.
-_HANDSHAKE = {"challenge", "hello", "welcome", "refused"}
+_HANDSHAKE = {"challenge", "hello", "welcome", "refused", "peer_request"}
+
+
+def ticket_key(secret: bytes) -> bytes:
+    """The key tickets are made with: derived from the run's secret, which every worker holds."""
+    return hmac.new(secret, TICKET_KEY_LABEL, hashlib.sha256).digest()
+
+
+def make_ticket(key: bytes, digest: str, worker_id: int, expires: int) -> str:
+    """The ticket allowing worker `worker_id` to fetch `digest` from any peer until `expires`."""
+    return proof(key, TICKET_LABEL, digest, str(worker_id), str(expires))
 
 
 def _decode(cls: type, obj: dict, limits: Limits) -> Any:
@@ -520,11 +670,15 @@ class _Phase(enum.Enum):
     CHALLENGE = "challenge"  # worker: waiting for the challenge
     ANSWER = "answer"  # worker: challenge received, hello not sent yet
     WELCOME = "welcome"  # worker: hello sent, waiting for the welcome
+    REQUEST = "request"  # server: challenge sent, waiting for the fetcher's ticketed request
+    SERVE = "serve"  # server: ticket accepted; a put (or refused) goes out, then the end
+    RECEIVE = "receive"  # fetcher: request sent, waiting for the put (or refused)
     OPEN = "open"
     CLOSED = "closed"
 
 
 _STATE = {_Phase.OPEN: ConnectionState.OPEN, _Phase.GREET: ConnectionState.OPEN,
+          _Phase.SERVE: ConnectionState.OPEN, _Phase.RECEIVE: ConnectionState.OPEN,
           _Phase.CLOSED: ConnectionState.CLOSED}
 
 #: (our role, phase) -> (message types that may arrive, message types we may send),
@@ -539,7 +693,18 @@ _RULES: dict[tuple[Role, _Phase], tuple[tuple[str, ...], tuple[str, ...]]] = {
     (Role.WORKER, _Phase.ANSWER): (("refused",), ("hello",)),
     (Role.WORKER, _Phase.WELCOME): (("welcome", "refused"), ()),
     (Role.WORKER, _Phase.CLOSED): ((), ("bye",)),
+    # A peer transfer: one file, one way, then the server closes.
+    (Role.SERVER, _Phase.START): ((), ()),  # start() sends the challenge
+    (Role.SERVER, _Phase.REQUEST): (("peer_request",), ("refused",)),
+    (Role.SERVER, _Phase.SERVE): ((), ("put", "refused", "bye")),
+    (Role.SERVER, _Phase.CLOSED): ((), ("refused", "bye")),
+    (Role.FETCHER, _Phase.CHALLENGE): (("challenge", "refused"), ()),
+    (Role.FETCHER, _Phase.ANSWER): (("refused",), ("peer_request",)),
+    (Role.FETCHER, _Phase.RECEIVE): (("put", "refused", "bye"), ("bye",)),
+    (Role.FETCHER, _Phase.CLOSED): ((), ("bye",)),
 }
+#: Roles that accept connections (and so start them with a challenge).
+_ACCEPTING = {Role.MASTER, Role.SERVER}
 #: Once OPEN, what the master may send, by the role the other end said hello with...
 _MASTER_SENDS = {"worker": ("put", "task", "kill", "status_reply", "heartbeat", "bye"),
                  "status": ("status_reply", "heartbeat", "bye")}
@@ -548,7 +713,9 @@ _WORKER_SENDS = {"worker": ("output", "result", "drain", "status_request", "hear
                  "status": ("status_request", "heartbeat", "bye")}
 #: Phases in which the peer has not proved it holds the secret.
 _UNAUTHENTICATED = {_Phase.START, _Phase.HELLO, _Phase.CHALLENGE, _Phase.ANSWER,
-                    _Phase.WELCOME}
+                    _Phase.WELCOME, _Phase.REQUEST, _Phase.RECEIVE}
+#: What the peer-transfer extension adds once both ends offered it: (master sends, worker sends).
+_EXTENSION = (("fetch", "assemble"), ("stored",))
 
 
 class Connection:
@@ -573,13 +740,18 @@ class Connection:
         self._peer_nonce = ""
         self._hello: Hello | None = None  # master: verified, waiting for its cached list
         self._worker_role = ""  # "worker" or "status": how the connecting end said hello
+        self._offered = False  # worker: our hello offered a peer port
+        #: Both ends speak the peer-transfer extension (fetch, stored): set when OPEN.
+        self.peers = False
+        #: Server side: the clock tickets' expiry is judged by (Unix seconds).
+        self.clock: Callable[[], float] = time.time
         self._buffer = bytearray()
         self._pos = 0  # bytes of the buffer already turned into events
         self._eof = False
         self._receiving: int | None = None  # payload bytes still to deliver, None outside one
         self._sending = 0  # payload bytes the caller still owes through send_data()
         self._error = ""
-        self._enter(_Phase.START if role is Role.MASTER else _Phase.CHALLENGE)
+        self._enter(_Phase.START if role in _ACCEPTING else _Phase.CHALLENGE)
 
     @property
     def state(self) -> ConnectionState:
@@ -589,6 +761,8 @@ class Connection:
         self._phase = phase
         if phase is _Phase.OPEN:
             masters, workers = _MASTER_SENDS[self._worker_role], _WORKER_SENDS[self._worker_role]
+            if self.peers:
+                masters, workers = masters + _EXTENSION[0], workers + _EXTENSION[1]
             arrive, send = (workers, masters) if self.role is Role.MASTER else (masters, workers)
         else:
             arrive, send = _RULES[self.role, phase]
@@ -702,6 +876,8 @@ class Connection:
             raise ProtocolError(f"{kind} carries no payload, yet has a size")
         if kind == "hello":
             return self._on_hello(obj)
+        if kind == "peer_request":
+            return self._on_peer_request(obj)
         message = self._decode(kind, obj)
         if kind in _PAYLOAD:
             self._receiving = message.size
@@ -745,6 +921,19 @@ class Connection:
         self._enter(_Phase.CACHED)
         return None
 
+    def _on_peer_request(self, obj: dict) -> TicketAccepted | BadAuth:
+        """Server side: the request's proof must come from the ticket the master would make."""
+        request = self._decode("peer_request", obj)
+        ticket = make_ticket(self._secret, request.hash, request.worker_id, request.expires)
+        if not check(ticket.encode(), PEER_LABEL, request.proof, self._nonce):
+            self._enter(_Phase.CLOSED)
+            return BadAuth("wrong ticket")
+        if request.expires <= self.clock():  # judged after the proof: no news for a forger
+            self._enter(_Phase.CLOSED)
+            return BadAuth("ticket expired")
+        self._enter(_Phase.SERVE)
+        return TicketAccepted(request)
+
     def _on_cached(self, cached: _Cached) -> Authenticated:
         hello = self._hello
         assert hello is not None
@@ -758,18 +947,19 @@ class Connection:
             self._enter(_Phase.CLOSED)
             return BadAuth("the master's proof is wrong: it does not hold the secret")
         self.peer = welcome
+        self.peers = self._offered and welcome.peers and self._worker_role == "worker"
         self._enter(_Phase.OPEN)
         return welcome
 
     # -- sending ----------------------------------------------------------------------
 
     def start(self) -> bytes:
-        """Master only, once, first: the challenge that opens the handshake."""
-        if self.role is not Role.MASTER or self._phase is not _Phase.START:
-            raise ValueError("start() is for a new master connection, once")
+        """Accepting side only (master, server), once, first: the challenge that opens it."""
+        if self.role not in _ACCEPTING or self._phase is not _Phase.START:
+            raise ValueError("start() is for a new master or server connection, once")
         self._nonce = new_nonce()  # never the caller's: a reused one would allow a replay
         wire = self._frame("challenge", Challenge(nonce=self._nonce))
-        self._enter(_Phase.HELLO)
+        self._enter(_Phase.HELLO if self.role is Role.MASTER else _Phase.REQUEST)
         return wire
 
     def send(self, message: Message) -> bytes:
@@ -783,9 +973,14 @@ class Connection:
             raise ValueError(f"cannot send {kind} ({self._where()})")
         if kind == "hello":
             return self._send_hello(message)
-        if kind == "welcome":
+        if kind == "peer_request":
+            message = replace(message, proof=proof(self._secret, PEER_LABEL, self._peer_nonce))
+        elif kind == "welcome":
             message = replace(message, proof=proof(self._secret, MASTER_LABEL,
                                                    self._peer_nonce, self._nonce))
+            hello = self.peer
+            self.peers = (message.peers and isinstance(hello, Hello) and hello.role == "worker"
+                          and hello.peer_port > 0)
         elif kind == "result":
             message = self._cut_tails(message)
         wire = self._frame(kind, message)
@@ -793,6 +988,8 @@ class Connection:
             self._sending = message.size
         elif kind == "welcome":
             self._enter(_Phase.OPEN)
+        elif kind == "peer_request":
+            self._enter(_Phase.RECEIVE)
         elif kind == "refused":
             self._enter(_Phase.CLOSED)
         return wire
@@ -804,6 +1001,7 @@ class Connection:
                         proof=proof(self._secret, WORKER_LABEL, self._peer_nonce, self._nonce))
         wire = self._frame("hello", hello) + self._frame("cached", _Cached(hello.cached))
         self._worker_role = hello.role
+        self._offered = hello.peer_port > 0
         self._enter(_Phase.WELCOME)
         return wire
 

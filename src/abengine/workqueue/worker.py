@@ -29,13 +29,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .auth import load_secret
-from .cache import Cache, CacheError, UnsafeName
+from .cache import Cache, CacheError, Incoming, UnsafeName
 from .protocol import (
     NEED_DATA,
+    Assemble,
     BadAuth,
     Bye,
     Challenge,
@@ -44,17 +46,23 @@ from .protocol import (
     Data,
     Drain,
     EndOfData,
+    Fetch,
     Heartbeat,
     Hello,
     Kill,
     Output,
+    Pacer,
+    PeerRequest,
     ProtocolError,
     Put,
     Refused,
     Result,
     Role,
+    Stored,
     Task,
+    TicketAccepted,
     Welcome,
+    ticket_key,
 )
 from .tls import TlsSocket, client_context
 
@@ -62,6 +70,10 @@ CHUNK = 1 << 20
 SECRET_ENV = "ABENGINE_SECRET"  # the secret itself; how a launcher can hand it over without argv
 MAX_BACKOFF = 5.0
 HANDSHAKE_SECONDS = 10.0
+#: A peer transfer gives up after this long without a byte (a source that died silently).
+PEER_SECONDS = 10.0
+#: At most this many peer connections at once (most wait for an upload slot or are refused).
+MAX_PEER_CONNECTIONS = 32
 
 
 def drain_schedule(wall_time: float) -> tuple[float, float]:
@@ -78,11 +90,121 @@ class Lost(Exception):
     """The connection to the master is gone (or never came up)."""
 
 
+class PeerFailed(Exception):
+    """A peer transfer did not deliver a verified copy: refused, cut off, or the wrong bytes."""
+
+
+def read_event(sock: socket.socket, conn: Connection) -> object:
+    """The next event of a blocking peer connection (OSError, TimeoutError, ProtocolError)."""
+    while True:
+        event = conn.next_event()
+        if event is not NEED_DATA:
+            return event
+        conn.receive_data(sock.recv(CHUNK))
+
+
+def stream_into(incoming: Incoming, next_event: Callable[[], object]) -> None:
+    """Write a Put's payload events into the cache; commit checks size and hash.
+
+    Anything but the payload (or any exception) aborts the file: a half or
+    wrong copy never enters the cache.
+    """
+    try:
+        while True:
+            event = next_event()
+            if isinstance(event, Data):
+                incoming.write(event.chunk)
+            elif isinstance(event, EndOfData):
+                incoming.commit()
+                return
+            else:
+                raise PeerFailed(f"expected file data, got {type(event).__name__}")
+    except BaseException:
+        incoming.abort()
+        raise
+
+
+class PeerServer:
+    """This worker's cache, served to peers that hold a ticket from the master.
+
+    A peer connects, gets a challenge, and must answer with a request whose
+    proof only the master's ticket (naming the file, the peer and an expiry)
+    can make; otherwise it gets a refusal and nothing else. At most `uploads`
+    files go out at once, so a spanning tree doubles cleanly, and every upload
+    goes through the process's pacer (a benchmark knob).
+    """
+
+    def __init__(self, cache: Cache, secret: bytes, host: str, port: int = 0,
+                 uploads: int = 1, pacer: Pacer | None = None) -> None:
+        self.cache = cache
+        self.key = ticket_key(secret)
+        self.pacer = pacer or Pacer()
+        self.sock = socket.create_server((host, port), backlog=64)
+        self.port = self.sock.getsockname()[1]
+        self.slots = threading.BoundedSemaphore(max(1, uploads))
+        self.handlers = threading.BoundedSemaphore(MAX_PEER_CONNECTIONS)
+        threading.Thread(target=self.accept_loop, name="peer-server", daemon=True).start()
+
+    def accept_loop(self) -> None:
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except OSError:  # closed: the worker is leaving
+                return
+            if not self.handlers.acquire(blocking=False):
+                sock.close()
+                continue
+            threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
+
+    def handle(self, sock: socket.socket) -> None:
+        try:
+            with sock:
+                sock.settimeout(PEER_SECONDS)
+                conn = Connection(Role.SERVER, self.key)
+                sock.sendall(conn.start())
+                event = read_event(sock, conn)
+                if isinstance(event, BadAuth):
+                    sock.sendall(conn.send(Refused(reason=event.reason)))
+                    log(f"refused a peer: {event.reason}")
+                elif isinstance(event, TicketAccepted):
+                    self.serve(sock, conn, event.request.hash)
+        except (OSError, ProtocolError, ValueError, CacheError):
+            pass  # the fetcher reports its failure to the master, which re-plans
+        finally:
+            self.handlers.release()
+
+    def serve(self, sock: socket.socket, conn: Connection, digest: str) -> None:
+        if not self.cache.has(digest):
+            sock.sendall(conn.send(Refused(reason="not held here")))
+            return
+        if not self.slots.acquire(timeout=2 * PEER_SECONDS):
+            sock.sendall(conn.send(Refused(reason="too many uploads")))
+            return
+        try:
+            with self.cache.reading(digest) as f:
+                size = os.fstat(f.fileno()).st_size
+                sock.sendall(conn.send(Put(hash=digest, size=size)))
+                while chunk := f.read(CHUNK):
+                    time.sleep(self.pacer.reserve(len(chunk)))
+                    sock.sendall(conn.send_data(chunk))
+        finally:
+            self.slots.release()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class Worker:
     def __init__(self, host: str, port: int, secret: bytes, cores: int, workdir: Path,
                  idle_timeout: float, wall_time: float | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, peers: bool = True, peer_port: int = 0,
+                 peer_address: str = "", uploads: int = 1) -> None:
         self.host, self.port, self.secret = host, port, secret
+        self.peers, self.peer_port, self.peer_address = peers, peer_port, peer_address
+        self.uploads = uploads
+        self.pacer = Pacer.from_env()
+        self.peer_server: PeerServer | None = None
+        self.worker_id = 0
         self.tls = tls
         self.cores = cores
         self.idle_timeout = idle_timeout
@@ -137,6 +259,8 @@ class Worker:
                 log(f"no work for {self.idle_timeout:g} s: leaving")
             return 0
         finally:
+            if self.peer_server is not None:
+                self.peer_server.close()
             self.cache.cleanup()
 
     def idle_too_long(self) -> bool:
@@ -149,6 +273,7 @@ class Worker:
         except OSError as exc:
             raise Lost(exc.strerror or str(exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.start_peer_server(sock.getsockname()[0])
         if self.tls is not None:
             sock = self.start_tls(sock)
         sock.settimeout(HANDSHAKE_SECONDS)
@@ -157,9 +282,11 @@ class Worker:
         challenge = self.next_event()
         if not isinstance(challenge, Challenge):
             raise Lost(f"expected a challenge, got {type(challenge).__name__}")
+        server = self.peer_server
         self.send(Hello(role="worker", cores=self.cores, memory=_memory(), disk=_disk(self.cache),
                         name=socket.gethostname(), pid=os.getpid(),
-                        cached=self.cache.digests()[:10000]))
+                        cached=self.cache.digests()[:10000],
+                        peer_port=server.port if server else 0, peer_host=self.peer_address))
         answer = self.next_event()
         if isinstance(answer, Refused):
             raise PermissionError(f"master {self.host}:{self.port} refused us: {answer.reason}")
@@ -169,8 +296,23 @@ class Worker:
         if not isinstance(answer, Welcome):
             raise Lost(f"expected welcome, got {type(answer).__name__}")
         self.heartbeat = float(answer.heartbeat)
+        self.worker_id = answer.worker_id
         self.sock.settimeout(self.heartbeat)
         log(f"connected to {self.host}:{self.port} as worker {answer.worker_id}")
+
+    def start_peer_server(self, local_address: str) -> None:
+        """Serve the cache to peers: on the interface that reaches the master, or on every
+        interface when `--peer-address` says peers reach us at another address (NAT)."""
+        if not self.peers or self.peer_server is not None:
+            return
+        bind = "" if self.peer_address else local_address
+        try:
+            self.peer_server = PeerServer(self.cache, self.secret, bind, self.peer_port,
+                                          self.uploads, self.pacer)
+        except OSError as exc:
+            log(f"cannot serve peers on port {self.peer_port}: {exc.strerror}; "
+                "files come from the master only")
+            self.peers = False
 
     # -- the batch wall time --------------------------------------------------------
     def clock(self, wall_time: float) -> None:
@@ -264,6 +406,12 @@ class Worker:
             event = self.next_event()
             if isinstance(event, Put):
                 self.receive_file(event)
+                if self.conn is not None and self.conn.peers:
+                    self.send(Stored(hash=event.hash))
+            elif isinstance(event, Fetch):
+                threading.Thread(target=self.fetch, args=(event,), daemon=True).start()
+            elif isinstance(event, Assemble):
+                threading.Thread(target=self.assemble, args=(event,), daemon=True).start()
             elif isinstance(event, Task):
                 self.last_work = time.monotonic()
                 self.start_task(event)
@@ -283,22 +431,45 @@ class Worker:
 
     def receive_file(self, put: Put) -> None:
         try:
-            incoming = self.cache.receive(put.hash, put.size)
-        except CacheError as exc:
+            stream_into(self.cache.receive(put.hash, put.size), self.next_event)
+        except (CacheError, PeerFailed) as exc:
             raise Lost(f"bad file from the master: {exc}") from None
+
+    # -- fetching from peers --------------------------------------------------------
+    def fetch(self, order: Fetch) -> None:
+        """Fetch a file from the peer the master named; tell the master how it went."""
+        self.store(order.hash, f"fetching from {order.host}:{order.port}",
+                   lambda: self.fetch_file(order))
+
+    def assemble(self, order: Assemble) -> None:
+        """Build a file from its pieces; tell the master how it went."""
+        self.store(order.hash, "assembling",
+                   lambda: self.cache.assemble(order.hash, order.length, order.parts))
+
+    def store(self, digest: str, what: str, get: Callable[[], object]) -> None:
+        """Get `digest` into the cache unless it is there; answer Stored (with the error)."""
+        error = ""
         try:
-            while True:
-                event = self.next_event()
-                if isinstance(event, Data):
-                    incoming.write(event.chunk)
-                elif isinstance(event, EndOfData):
-                    incoming.commit()
-                    return
-                else:
-                    raise Lost(f"expected file data, got {type(event).__name__}")
-        except BaseException:
-            incoming.abort()
-            raise
+            if not self.cache.has(digest):
+                get()
+        except (OSError, ProtocolError, CacheError, ValueError, PeerFailed) as exc:
+            error = f"{what}: {type(exc).__name__}: {exc}"
+            log(f"{digest[:12]}: {error}")
+        self.send(Stored(hash=digest, error=error))
+
+    def fetch_file(self, order: Fetch) -> None:
+        with socket.create_connection((order.host, order.port), timeout=PEER_SECONDS) as sock:
+            conn = Connection(Role.FETCHER, order.ticket.encode())
+            event = read_event(sock, conn)
+            if not isinstance(event, Challenge):
+                raise PeerFailed(f"expected a challenge, got {_what(event)}")
+            sock.sendall(conn.send(PeerRequest(hash=order.hash, worker_id=self.worker_id,
+                                               expires=order.expires)))
+            put = read_event(sock, conn)
+            if not isinstance(put, Put) or (put.hash, put.size) != (order.hash, order.length):
+                raise PeerFailed(f"expected the file, got {_what(put)}")
+            stream_into(self.cache.receive(order.hash, order.length),
+                        lambda: read_event(sock, conn))
 
     # -- sending ------------------------------------------------------------------
     def send(self, event: object, payload: Path | None = None) -> None:
@@ -445,6 +616,13 @@ class TaskLogs:
             return ""
 
 
+def _what(event: object) -> str:
+    """An unexpected peer event, for a log line: a refusal says why."""
+    if isinstance(event, Refused):
+        return f"refused: {event.reason}"
+    return type(event).__name__
+
+
 def _copy_no_follow(source: Path, target: Path) -> None:
     """Copy an output, refusing it if it has become a symlink since it was checked."""
     fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
@@ -533,6 +711,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", metavar="FILE",
                    help="speak TLS to the master, trusting the CA certificates in FILE (for a "
                         "self-signed master, its certificate); implies --tls")
+    p.add_argument("--peer-port", type=int, default=0, metavar="P",
+                   help="serve cached files to other workers (with a ticket from the master) on "
+                        "port P (default: any free port)")
+    p.add_argument("--peer-address", default="", metavar="HOST",
+                   help="the address other workers reach this one at (default: the one the "
+                        "master sees); listens on every interface when given")
+    p.add_argument("--uploads", type=int, default=1, metavar="N",
+                   help="peer uploads at once (default: 1, so a spanning tree doubles cleanly)")
+    p.add_argument("--no-peers", action="store_true",
+                   help="take files from the master only; serve none to other workers")
     p.add_argument("--wall-time", type=float, metavar="S",
                    help="seconds until the batch system kills this worker: it stops taking "
                         "tasks 10%% of that (2 s to 5 min) before, lets the running ones finish, "
@@ -548,8 +736,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {exc}")
         return 2
     if (args.cores < 1 or not 0 < args.port < 65536 or args.timeout <= 0
-            or (args.wall_time is not None and args.wall_time <= 0)):
-        log("error: --cores, --timeout and --wall-time must be positive and PORT in 1..65535")
+            or (args.wall_time is not None and args.wall_time <= 0)
+            or not 0 <= args.peer_port < 65536 or args.uploads < 1):
+        log("error: --cores, --timeout, --wall-time and --uploads must be positive, PORT in "
+            "1..65535 and --peer-port in 0..65535")
+        return 2
+    try:
+        Pacer.from_env()
+    except ValueError as exc:
+        log(f"error: {exc}")
         return 2
     tls = None
     if args.tls or args.tls_ca:
@@ -564,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: --workdir {args.workdir}: {exc.strerror}")
         return 2
     worker = Worker(args.host, args.port, secret, args.cores, root, args.timeout, args.wall_time,
-                    tls)
+                    tls, peers=not args.no_peers, peer_port=args.peer_port,
+                    peer_address=args.peer_address, uploads=args.uploads)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # cleans up in Worker.run's finally
     try:
         return worker.run()

@@ -1,0 +1,102 @@
+"""Spanning-tree distribution against the star: N workers get a shared input of D MB.
+
+Every process's uploads (the master's sends, each worker's peer uploads) are
+capped at B MB/s by a token bucket (ABENGINE_UPLOAD_LIMIT, a benchmark knob
+that emulates one network card per process on one machine). "star": the
+master sends every worker its copy itself (WorkQueue.distribute(mode="direct")),
+N·D/B. "tree": the master seeds, every holder serves one more worker at a time
+and the file travels as 4 MB pieces whose trees run side by side
+(mode="tree"). Each run starts fresh workers (empty caches) and is timed from
+the distribute() call until every worker holds a hash-checked copy. The model
+figure is the anchor's distribution term for whole files, ceil(log2(N+1))·D/B.
+
+    python benchmarks/distribution.py                          # N=8, D=32 MB, B=32 MB/s
+    python benchmarks/distribution.py --workers 2,4,8,16       # the table in docs/benchmarks.md
+
+The last line: workers=N size_mb=D star_s=... tree_s=... (for the last N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import print_machine, summary, table
+
+from abengine.models.distribution import tree_seconds
+from abengine.workqueue.master import WorkQueue
+from abengine.workqueue.protocol import UPLOAD_LIMIT_ENV
+
+MB = 1 << 20
+
+
+def spread(path: Path, workers: int, mode: str, timeout: float = 300) -> tuple[float, dict]:
+    """Seconds until `workers` fresh workers hold `path`, sent the `mode` way; the master's
+    counters after."""
+    with WorkQueue(port=0) as q:
+        procs = [subprocess.Popen([*q.worker_command(cores=1), "--timeout", "60"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for _ in range(workers)]
+        try:
+            deadline = time.monotonic() + 60
+            while q.stats()["workers"] < workers:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"# FAILED: only {q.stats()['workers']} workers connected")
+                time.sleep(0.05)
+            start = time.perf_counter()
+            q.distribute([path], mode=mode)
+            if not q.wait_distributed(timeout):
+                raise SystemExit(f"# FAILED: {mode} not done in {timeout} s: {q.stats()}")
+            elapsed = time.perf_counter() - start
+            holding = sum(w["holds"] == 1 for w in q.workers())
+            if holding != workers:
+                raise SystemExit(f"# FAILED: {holding} of {workers} workers hold the file")
+            return elapsed, q.stats()
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", default="8", help="N, or a comma-separated list (default: 8)")
+    p.add_argument("--size-mb", type=int, default=32, help="D, the shared input (default: 32)")
+    p.add_argument("--rate-mb", type=float, default=32.0,
+                   help="B, every process's upload cap in MB/s (default: 32)")
+    args = p.parse_args()
+    counts = [int(n) for n in args.workers.split(",")]
+    rate = args.rate_mb * MB
+    os.environ[UPLOAD_LIMIT_ENV] = str(int(rate))  # the master here, the workers it starts
+    print_machine()
+    print(f"# D = {args.size_mb} MB, B = {args.rate_mb:g} MB/s per process "
+          f"({UPLOAD_LIMIT_ENV}={int(rate)}); D/B = {args.size_mb * MB / rate:.3f} s")
+    rows, lines = [], []
+    with tempfile.TemporaryDirectory(prefix="distribution-") as tmp:
+        data = Path(tmp) / "shared.bin"
+        with open(data, "wb") as f:
+            for _ in range(args.size_mb):
+                f.write(os.urandom(MB))
+        for n in counts:
+            star, _ = spread(data, n, "direct")
+            tree, stats = spread(data, n, "tree")
+            model = tree_seconds(args.size_mb * MB, n, rate)
+            rows.append([n, star, tree, tree / star, model, tree / model,
+                         stats["seeds"], stats["peer_transfers"], stats["transfers_failed"]])
+            lines.append(summary(workers=n, size_mb=args.size_mb, star_s=round(star, 3),
+                                 tree_s=round(tree, 3)))
+            print(f"# N={n}: star {star:.2f} s, tree {tree:.2f} s", file=sys.stderr, flush=True)
+    print(table(["N", "star_s", "tree_s", "tree/star", "model ceil(log2(N+1))·D/B",
+                 "tree/model", "pieces from master", "peer transfers", "failed"], rows))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""How shared inputs should reach the workers: by spanning tree, or from the master on demand.
+
+The All-Pairs model (Moretti et al., TPDS 2010) charges the data term
+`((n+m)·s/B)·log2(h)`: with a spanning tree every holder serves one more
+worker per round, so h workers hold D = (n+m)·s bytes after about log2(h)
+rounds of D/B. Counting the master as a holder, as the Work Queue master
+does, the rounds are exactly ceil(log2(h+1)); cutting files into pieces that
+spread side by side only does better, so this is the conservative figure.
+
+Sending from the master on demand costs what the workers' tasks need, all of
+it through the master's one uplink: a file used by u of T tasks reaches a
+worker that runs T/h of them with probability 1 - (1 - u/T)^(T/h), so for
+All-Pairs blocks landing anywhere nearly every worker ends up with nearly
+everything (D·h), and at best (each worker a square of the matrix) D·√h.
+The engine compares the two and picks the cheaper; both are proportional to
+1/B, so the choice needs no bandwidth measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+__all__ = ["choose_feed", "choose_mode", "direct_bytes", "direct_seconds", "tree_rounds",
+           "tree_seconds"]
+
+
+def tree_rounds(hosts: int) -> int:
+    """Rounds of whole-file transfers until `hosts` workers hold a file (the master serves too)."""
+    return math.ceil(math.log2(max(1, hosts) + 1))
+
+
+def tree_seconds(total_bytes: float, hosts: int, bandwidth: float) -> float:
+    """The distribution term by spanning tree: ceil(log2(h+1))·D/B."""
+    return tree_rounds(hosts) * total_bytes / bandwidth
+
+
+def direct_bytes(files: Iterable[tuple[float, int]], tasks: int, hosts: int) -> float:
+    """Bytes the master sends on demand: `files` are (size, tasks using it) of `tasks` tasks
+    spread evenly and at random over `hosts` workers."""
+    tasks, hosts = max(1, tasks), max(1, hosts)
+    per_host = tasks / hosts
+    total = 0.0
+    for size, uses in files:
+        share = min(1.0, uses / tasks)
+        total += size * hosts * (1.0 - (1.0 - share) ** per_host)
+    return total
+
+
+def direct_seconds(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
+                   bandwidth: float) -> float:
+    return direct_bytes(files, tasks, hosts) / bandwidth
+
+
+def choose_mode(files: Iterable[tuple[float, int]], tasks: int, hosts: int) -> str:
+    """"tree" when spreading every shared file to every worker costs less time than the
+    master sending each worker what its tasks use; "direct" otherwise (one worker, say)."""
+    files = list(files)
+    total = sum(size for size, _ in files)
+    if hosts < 2 or total <= 0:
+        return "direct"
+    return "tree" if tree_rounds(hosts) * total < direct_bytes(files, tasks, hosts) else "direct"
+
+
+def choose_feed(total_bytes: float, bandwidth: float, compute_seconds: float, hosts: int) -> int:
+    """How many workers to feed: the k ≤ hosts minimising compute/k + ceil(log2(k+1))·D/B.
+
+    Every round of the tree doubles the workers that can compute, but costs
+    D/B: when the data is large beside the work, feeding fewer workers and
+    starting sooner wins (2^r - 1 workers fill r rounds exactly).
+    """
+    hosts = max(1, hosts)
+    if bandwidth <= 0 or total_bytes <= 0:
+        return hosts
+    return min(range(1, hosts + 1),
+               key=lambda k: (compute_seconds / k + tree_seconds(total_bytes, k, bandwidth), -k))

@@ -15,16 +15,17 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ALLPAIRS
 from test_protocol import H1, H2, SECRET, drain
 from test_workqueue import finish_all
 
 import abengine
-from abengine.engines.workqueue import shared_inputs
+from abengine.abstractions.spread import spread_inputs
 from abengine.graph import Deferred, TaskGraph
 from abengine.graph import Task as GraphTask
-from abengine.models.distribution import choose_feed, choose_mode, tree_rounds
+from abengine.models.distribution import choose_feed, choose_mode, plan, tree_rounds
 from abengine.workqueue.distribute import MASTER, Planner
 from abengine.workqueue.master import Task, WorkQueue
 from abengine.workqueue.protocol import (
@@ -223,6 +224,41 @@ def test_the_model_prefers_a_tree_for_many_workers_and_feeds_fewer_for_little_wo
     assert choose_feed(1e9, 1e8, 100.0, 16) == 7  # 2^r - 1 workers fill r rounds
 
 
+def test_the_plan_measures_the_bandwidth_only_when_the_feed_could_change():
+    asked = []
+
+    def bandwidth() -> float:
+        asked.append(1)
+        return 1e8
+
+    everything = [(1e9, 100)]
+    assert plan(everything, 100, 16, "auto", None, bandwidth) == ("tree", None)  # work unknown
+    assert plan(everything, 100, 16, "direct", 10.0, bandwidth) == ("direct", None)
+    assert plan([(1e3, 100)], 100, 16, "tree", 10.0, bandwidth) == ("tree", None)  # tiny data
+    assert not asked
+    assert plan(everything, 100, 16, "auto", 100.0, bandwidth) == ("tree", 7)
+    assert plan(everything, 100, 16, "tree", 1e5, bandwidth) == ("tree", None)  # all 16
+    assert plan(everything, 100, 16, "auto", 100.0, lambda: None) == ("tree", None)
+    assert len(asked) == 2
+
+
+def test_an_allpairs_job_names_the_files_its_blocks_share(tmp_path):
+    from abengine.abstractions.allpairs import AllPairs
+
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"e{i}")
+        paths[-1].write_text(str(i))
+    f = tmp_path / "F"
+    f.write_text("#!/bin/sh\necho 1\n")
+    f.chmod(0o755)
+    job = AllPairs(paths, paths[:4], str(f))
+    uses = job.shared_inputs((2, 2))  # a 3 x 2 grid of blocks
+    assert uses[f] == 6  # F: every block
+    assert uses[paths[5]] == 2  # only in set A: the blocks of its row
+    assert uses[paths[0]] == 2 + 3  # in both sets: its row and its column
+
+
 # -- real workers ---------------------------------------------------------------------------------
 
 
@@ -365,7 +401,7 @@ def test_the_engine_finds_the_inputs_many_tasks_share(tmp_path):
     after = graph.add(Deferred(lambda: pytest.fail("built before its dependencies ran")),
                       after=list(graph))
     assert after in graph
-    assert shared_inputs(graph) == ({shared: 3}, 3)
+    assert graph.shared_inputs() == ({shared: 3}, 3)
 
 
 def test_allpairs_distributed_by_tree_equals_the_local_result(files, size_sum):
@@ -392,3 +428,65 @@ def test_the_engine_spreads_an_allpairs_run_s_sets_by_tree(files, size_sum):
     assert engine.distributed == "tree" and stats["seeds"] == 6
     assert stats["puts"] == stats["seeds"] + 9 and stats["peer_transfers"] > 0
     assert (remote == local).all()
+
+
+def test_data_heavy_light_work_feeds_fewer_workers(tmp_path, size_sum, monkeypatch):
+    """4 MB of sets, 16 MB/s links, 16 cells of 1 ms: a round of the tree costs more than
+    all the work, so the model feeds one worker and the others get nothing."""
+    monkeypatch.setenv(UPLOAD_LIMIT_ENV, str(16 << 20))
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"e{i}")
+        paths[-1].write_bytes(os.urandom(1 << 20))
+    from abengine.engines.workqueue import WorkQueueEngine
+
+    with WorkQueueEngine(workers=4) as engine:
+        result = abengine.allpairs(paths, paths, str(size_sum), engine=engine, block=(2, 2),
+                                   seconds_per_cell=1e-3, progress=False)
+        assert engine.distributed == "tree"
+        holding = [w["holds"] for w in engine.queue.workers()]
+    assert sorted(holding) == [0, 0, 0, 5]  # the 4 sets' files and F, at one worker
+    assert (result == 2 << 20).all()
+
+
+def test_spread_inputs_follows_the_engine_s_word(tmp_path):
+    shared = tmp_path / "F"
+    shared.write_bytes(b"x" * 1000)
+
+    def graph() -> TaskGraph:
+        g = TaskGraph()
+        for i in range(4):
+            task = GraphTask(f"./F {i}")
+            task.add_input(shared, "F")
+            g.add(task)
+        return g
+
+    local = graph()
+    spread_inputs(abengine.LocalEngine(1), local)
+    assert local.spread is None  # inputs are linked: nothing travels
+    from abengine.engines.workqueue import WorkQueueEngine
+
+    # no worker yet: one host, so the model (auto) sees nothing a tree would gain
+    for word, mode in (("direct", "direct"), ("tree", "tree"), ("auto", "direct")):
+        with WorkQueueEngine(port=0, distribute=word) as engine:
+            g = graph()
+            spread_inputs(engine, g)
+            assert (g.spread.files, g.spread.mode, g.spread.feed) == ([shared], mode, None)
+
+
+def test_an_npy_set_travels_as_its_file_and_spreads_by_tree(tmp_path):
+    from abengine.engines.workqueue import WorkQueueEngine
+
+    rng = np.random.default_rng(3)
+    vectors = tmp_path / "vectors.npy"
+    np.save(vectors, rng.standard_normal((400, 64)))  # 200 KB; a block's rows, 100 KB
+    local = abengine.allpairs(str(vectors), str(vectors), "euclidean", progress=False)
+    with WorkQueueEngine(workers=3, distribute="tree") as engine:
+        remote = abengine.allpairs(str(vectors), str(vectors), "euclidean", engine=engine,
+                                   block=(100, 100), progress=False)
+        stats = engine.queue.stats()
+        holding = [w["holds"] for w in engine.queue.workers()]
+    assert holding == [1, 1, 1] and stats["seeds"] + stats["peer_transfers"] == 3
+    # the master sent the file once or twice and 16 small calls: no task carried rows
+    assert stats["bytes_sent"] < 2.5 * vectors.stat().st_size
+    assert np.allclose(remote, local)

@@ -142,8 +142,10 @@ def test_allpairs_distribution_term_counts_only_where_inputs_travel():
     local = Resources(4, 1e-3)
     remote = Resources(4, 1e-3, bandwidth=100e6)
     assert ap.distribution_seconds(1000, 1e6, local) == 0
-    # every element to every slot through the master's link: 1000 MB × 4 at 100 MB/s
-    assert ap.distribution_seconds(1000, 1e6, remote) == pytest.approx(40.0)
+    # by spanning tree, 1000 MB reach 4 slots in ceil(log2(5)) = 3 rounds at 100 MB/s;
+    # from the master alone, 4 copies cross its link
+    assert ap.distribution_seconds(1000, 1e6, remote) == pytest.approx(30.0)
+    assert ap.distribution_seconds(1000, 1e6, remote, tree=False) == pytest.approx(40.0)
     base = ap.predict_block(500, 500, 50, 50, 1e-3, remote)
     assert ap.predict_block(500, 500, 50, 50, 1e-3, remote, element_bytes=1e6) == \
         pytest.approx(base + ap.distribution_seconds(1000, 1e6, remote))

@@ -455,3 +455,19 @@ def test_allpairs_over_tls_from_the_command_line(certificate, tmp_path):
                           "workqueue", "--workers", "1", "--tls-cert", str(data), "-q"],
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert bad.returncode == 2 and "--tls-cert" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_tls_master_sends_every_copy_itself_even_when_asked_for_a_tree(certificate, tmp_path):
+    """Peer links are clear text: under TLS every file stays on the master's TLS links."""
+    from abengine.engines.workqueue import WorkQueueEngine
+
+    cert, key = certificate
+    data = tmp_path / "v.npy"
+    X = np.arange(24.0).reshape(12, 2)
+    np.save(data, X)
+    with WorkQueueEngine(workers=2, tls_cert=cert, tls_key=key, distribute="tree") as engine:
+        got = abengine.allpairs(str(data), str(data), "euclidean", engine=engine, block=(4, 4),
+                                progress=False)
+        stats = engine.queue.stats()
+    assert engine.distributed == "direct" and stats["peer_transfers"] == 0
+    assert np.allclose(got, np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1)))

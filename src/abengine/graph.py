@@ -161,6 +161,25 @@ class Deferred:
 
 Node = Task | Deferred
 
+#: Tasks of a graph looked at to find the inputs they share (a sample beyond that).
+SCAN_TASKS = 10_000
+
+
+@dataclass
+class Spread:
+    """Input files many of a graph's tasks read, and how they should reach the workers.
+
+    Set by whoever builds the graph (an abstraction knows its sets and F, and
+    its model weighs a spanning tree against the master sending on demand).
+    An engine that sends inputs to workers spreads `files` to `feed` workers
+    (None: all) by tree before the tasks need them when `mode` is "tree";
+    "direct" leaves the master to send each worker what its tasks use.
+    """
+
+    files: list[Path]
+    mode: str = "tree"
+    feed: int | None = None
+
 
 class TaskGraph:
     """Tasks (or deferred tasks) and the dependencies between them, on a networkx DiGraph.
@@ -171,6 +190,8 @@ class TaskGraph:
 
     def __init__(self) -> None:
         self._g = nx.DiGraph()
+        #: How the inputs its tasks share reach the workers (None: nobody said).
+        self.spread: Spread | None = None
 
     def add(self, task: Node, after: Iterable[Node] = ()) -> Node:
         self._g.add_node(task)
@@ -210,6 +231,24 @@ class TaskGraph:
             task.tag = node.tag if task.tag is None else task.tag
             return task
         return node
+
+    def shared_inputs(self, limit: int = SCAN_TASKS) -> tuple[dict[Path, int], int]:
+        """The cached input files more than one task reads, with how many read each, and the
+        number of tasks looked at (the first `limit` that can be built now).
+
+        A deferred task that waits for others is built from their results
+        (Wavefront's edges), so only those depending on nothing are built
+        here, and built again when dispatched.
+        """
+        counts: dict[Path, int] = {}
+        tasks = 0
+        nodes = (n for n in self if isinstance(n, Task) or not self.dependencies(n))
+        for node in itertools.islice(nodes, limit):
+            for f in self.materialize(node).inputs:
+                if f.cache:
+                    counts[f.local] = counts.get(f.local, 0) + 1
+            tasks += 1
+        return {path: n for path, n in counts.items() if n > 1}, tasks
 
     def check(self) -> None:
         """Refuse a cyclic graph before anything runs."""

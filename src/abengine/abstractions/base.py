@@ -150,6 +150,12 @@ class Grid:
         self._measured = (engine, measured)
         return measured
 
+    def known_seconds_per_cell(self) -> float | None:
+        """F's time per cell if given or already measured (no probe runs for it)."""
+        if self.seconds_per_cell:
+            return self.seconds_per_cell
+        return self._measured[1].seconds_per_cell if self._measured is not None else None
+
     def prediction(self, engine: Engine) -> Prediction:
         """What `--predict` prints: the model's time per block shape, with the parameters
         `choose_block` uses, plus the time to send the sets where they travel."""
@@ -165,7 +171,7 @@ class Grid:
         n = self.shape[0]
         m = self.shape[1] if len(self.shape) == 2 else 1
         return prediction(n, m, (chosen[0], chosen[-1] if len(chosen) == 2 else 1), measured,
-                          self.symmetric, element_bytes)
+                          self.symmetric, element_bytes, tree=engine.distribute != "direct")
 
     def element_bytes(self) -> float:
         """The mean size of one element as it travels to a worker (files: a sample's sizes)."""
@@ -182,6 +188,9 @@ class Grid:
     #: timed on, from the probe.
     measured_latency = 0.0
     sampled_cells = 0
+    #: Set for an engine that sends inputs to workers: a .npy set's file then travels
+    #: (cached by content, spread by tree) and each block reads its rows from it.
+    arrays_travel = False
     probe_out: BlockOut | None = None  # what F gave on the last probe block
     #: The shape of one cell's value in the running result; None until the first result.
     cell_shape: tuple[int, ...] | None = ()
@@ -266,6 +275,35 @@ class Grid:
             fn, args, gil_free = run_kernel, (f.builtin.name, axes, f.builtin.on_files), True
         return PythonTask(fn=fn, args=args, gil_free=gil_free, inputs=_unique(inputs), tag=key)
 
+    def block_count(self, block: Key) -> int:
+        grid = self.grid(block)
+        return grid[0] * (grid[0] + 1) // 2 if self.symmetric else math.prod(grid)
+
+    def shared_inputs(self, block: Key) -> dict[Path, int]:
+        """The files the blocks read, with how many blocks read each: an element file is
+        read by every block of its row (or column), F and the extra files by all."""
+        tasks = self.block_count(block)
+        uses: dict[Path, int] = {p: tasks for p in self.extra_files}
+        if self.function.kind == "executable" and self.function.ship:
+            uses[Path(self.function.executable)] = tasks
+        grid = self.grid(block)
+        for k, s in enumerate(self.sets):
+            # A symmetric result's block row meets g + 1 blocks, as rows and columns.
+            readers = (1 if len(grid) == 1 else math.ceil((grid[0] + 1) / 2) if self.symmetric
+                       else grid[1 - k])
+            for path in s.paths or ():
+                uses[path] = uses.get(path, 0) + readers
+            if self._in_file(s):
+                uses[Path(s.source)] = tasks
+        return uses
+
+    def _in_file(self, s: ElementSet) -> bool:
+        """Whether a block reads `s`'s rows from its file (sent once per worker, or spread by
+        tree) rather than carrying them: always for HDF5; for .npy where inputs travel and
+        many blocks read each row (All-Pairs; a Map batch's rows are its own)."""
+        return bool(s.dataset) or (self.arrays_travel and len(self.sets) > 1
+                                   and bool(s.source) and s.lazy is None)
+
     def _axis(self, s: ElementSet, lo: int, hi: int, prefix: str, inputs: list[File]) -> Axis:
         if s.paths is not None:
             names = []
@@ -274,7 +312,7 @@ class Grid:
                 inputs.append(File(s.paths[i], name))
                 names.append(name)
             return Axis(files=names)
-        if s.dataset:  # rows stay in their HDF5 file, which travels as a (cached) input
+        if self._in_file(s):  # rows stay in their file, which travels as a (cached) input
             remote = f"{prefix}_{Path(s.source).name}"
             inputs.append(File(Path(s.source), remote))
             return Axis(source=remote, dataset=s.dataset, start=lo, stop=hi)

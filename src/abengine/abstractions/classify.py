@@ -35,6 +35,7 @@ from ..errors import Failure, TaskFailures, UsageError
 from ..functions import Function, resolve_function
 from ..graph import File, PythonTask, Task, TaskGraph, TaskResult, current_sandbox
 from ..progress import progress_bar
+from .spread import spread_inputs
 
 PARTITIONS = ("random", "stratified", "bootstrap")
 
@@ -219,6 +220,7 @@ class Classify:
             labels[task.tag] = self._labels_of(task, result, scratch)
             bar.update(1)
 
+        spread_inputs(engine, graph)  # the test set and F: read by every classifier
         try:
             report = engine.run(graph, collect, retries=retries)
         finally:

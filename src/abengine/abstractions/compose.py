@@ -44,6 +44,7 @@ from ..storage import (
     output_kind,
     resumable_block,
 )
+from .spread import spread_inputs
 
 if TYPE_CHECKING:
     from .base import Grid, Key
@@ -288,11 +289,35 @@ class Pipeline:
 
     _bar: Any = None
 
+    def _shared_inputs(self) -> tuple[dict[Path, int], int]:
+        """The files the stages' blocks read, with how many blocks read each; the blocks."""
+        uses: dict[Path, int] = {}
+        tasks = 0
+        for stage in self.stages:
+            tasks += stage.job.block_count(stage.block)
+            for path, n in stage.job.shared_inputs(stage.block).items():
+                uses[path] = uses.get(path, 0) + n
+        return uses, tasks
+
+    def _work(self, wanted: dict[int, set]) -> float | None:
+        """Seconds of F in the wanted blocks, if every stage's time per cell is known."""
+        total = 0.0
+        for stage in self.stages:
+            t = stage.job.known_seconds_per_cell()
+            if t is None:
+                return None
+            total += t * stage.cells(wanted[stage.index])
+        return total
+
     def _execute(self, eng: Engine, progress: bool) -> None:
         total = sum(stage.cells(stage.job.keys(stage.block)) for stage in self.stages)
         done = sum(stage.cells(stage.done) for stage in self.stages)
-        graph = self._graph({stage.index: set(stage.job.keys(stage.block)) - stage.done
-                             for stage in self.stages})
+        wanted = {stage.index: set(stage.job.keys(stage.block)) - stage.done
+                  for stage in self.stages}
+        for stage in self.stages:
+            stage.job.arrays_travel = eng.distribute is not None
+        graph = self._graph(wanted)
+        spread_inputs(eng, graph, *self._shared_inputs(), compute_seconds=self._work(wanted))
         self._bar = progress_bar(total, enabled=progress, initial=done)
         start = time.perf_counter()
         try:

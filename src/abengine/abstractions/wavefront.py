@@ -61,6 +61,7 @@ from ..models.common import Measured, Prediction, Resources
 from ..progress import progress_bar
 from ..runners import CellFailed, load_function, run_program
 from ..storage import CellStore, fill_value, format_value, open_cell_store
+from .spread import spread_inputs
 
 Key = tuple[int, int]
 #: F is timed on pairs of strips growing until it has run about PROBE_SECONDS / 4 (at
@@ -525,7 +526,9 @@ class Wavefront:
             self.block = block
             if self.announce is not None:
                 self.announce(self._plan_summary(block))
-            report = engine.run(run.plan(block), run.place, retries=retries)
+            graph = run.plan(block)
+            spread_inputs(engine, graph)  # F, when it is a program that travels
+            report = engine.run(graph, run.place, retries=retries)
         finally:
             bar.close()
         self.elapsed = time.perf_counter() - start

@@ -41,6 +41,12 @@ class Engine(ABC):
     #: Seconds of overhead to dispatch one task and collect its result: the
     #: performance models weigh it against the work a task carries.
     dispatch_latency: float = 1e-3
+    #: How an engine that sends inputs to workers gets the ones many tasks share there:
+    #: "auto" (the distribution model chooses), "tree" or "direct"; None: inputs are
+    #: linked where they are, nothing travels (see TaskGraph.spread).
+    distribute: str | None = None
+    #: Machines the slots are spread over (copies of a shared input that must exist).
+    hosts: int = 1
 
     @abstractmethod
     def submit(self, task: Task) -> Future[TaskResult]:

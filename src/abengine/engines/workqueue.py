@@ -11,8 +11,10 @@ input file and its return value as an output file.
 
 Before a graph runs, its shared inputs (cached files many tasks use: the
 sets and F) can be spread to every worker by spanning tree rather than sent
-by the master to each worker that needs them (`distribute="tree"` or
-`"direct"`); `"auto"` asks the distribution model (models/distribution.py).
+by the master to each worker that needs them: the graph says which files and
+how (`TaskGraph.spread`, which the abstractions fill in from the distribution
+model, models/distribution.py); `distribute="tree"|"direct"|"auto"` is the
+user's word they start from.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import shutil
 import ssl
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
@@ -33,8 +34,7 @@ from pathlib import Path
 import cloudpickle
 
 from ..errors import UsageError
-from ..graph import PythonTask, Task, TaskGraph, TaskResult, describe_exit
-from ..models.distribution import choose_mode
+from ..graph import PythonTask, Spread, Task, TaskGraph, TaskResult, describe_exit
 from ..workqueue import master as wq
 from ..workqueue.batch import make_batch
 from ..workqueue.batch.base import default_address
@@ -43,8 +43,6 @@ from .base import Engine, OnResult, RunReport
 
 #: How shared inputs reach the workers (the --distribute choices).
 DISTRIBUTE_MODES = ("auto", "tree", "direct")
-#: Tasks of a graph looked at to find its shared inputs (a sample beyond that).
-SCAN_TASKS = 10_000
 
 
 class WorkQueueEngine(Engine):
@@ -64,7 +62,8 @@ class WorkQueueEngine(Engine):
 
         `distribute`: "tree" spreads each graph's shared inputs to every worker by
         spanning tree before its tasks need them; "direct" lets the master send each
-        worker what its tasks use; "auto" lets the distribution model choose."""
+        worker what its tasks use; "auto" lets the distribution model choose (the
+        abstractions ask it, and note the answer on the graph they run)."""
         if distribute not in DISTRIBUTE_MODES:
             raise UsageError(f"distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
                              f"not {distribute!r}")
@@ -154,26 +153,26 @@ class WorkQueueEngine(Engine):
             raise self._fatal
         return report
 
+    @property
+    def hosts(self) -> int:  # type: ignore[override]
+        return max(1, self._workers, self.queue.stats()["workers"])
+
     def _distribute(self, graph: TaskGraph) -> None:
-        """Spread the graph's shared inputs by tree when asked to, or when the model says so.
+        """Spread the graph's shared inputs by tree when its `spread` says so (or, for a
+        graph that says nothing, when this engine was told "tree").
 
         Tasks then run wherever their inputs have arrived, at once; the rest wait
         for the tree rather than make the master send a copy of its own.
         """
-        self.distributed = ""
-        if self.distribute == "direct":
-            return
-        uses, tasks = shared_inputs(graph)
-        if not uses:
-            return
-        mode = self.distribute
-        if mode == "auto":
-            hosts = max(self._workers, self.queue.stats()["workers"])
-            files = [(path.stat().st_size, n) for path, n in uses.items()]
-            mode = choose_mode(files, tasks, hosts)
-        self.distributed = mode
-        if mode == "tree":
-            self.queue.distribute(list(uses), mode="tree")
+        spread = graph.spread
+        if spread is None and self.distribute == "tree":
+            uses, _ = graph.shared_inputs()
+            spread = Spread(sorted(uses)) if uses else None
+        if spread is not None and spread.mode == "tree" and not self.queue.peer_transfers:
+            spread = Spread(spread.files, "direct")  # TLS: no tree; on demand starts sooner
+        self.distributed = spread.mode if spread is not None else ""
+        if spread is not None and spread.mode == "tree" and spread.files:
+            self.queue.distribute(spread.files, mode="tree", feed=spread.feed)
 
     def submit(self, task: Task) -> Future[TaskResult]:
         if self._fatal is not None:
@@ -244,25 +243,3 @@ class WorkQueueEngine(Engine):
             self.queue.close()
             shutil.rmtree(self._scratch, ignore_errors=True)
 
-
-def shared_inputs(graph: TaskGraph) -> tuple[dict[Path, int], int]:
-    """The cached input files more than one task of `graph` uses, with how many use each,
-    and the number of tasks looked at.
-
-    A graph may name them itself (`graph.shared_inputs`: paths every task may use);
-    otherwise the first SCAN_TASKS tasks are counted. A deferred task is built
-    early (and again when dispatched) only if it depends on nothing: one that
-    waits for others is built from their results (Wavefront's edges), so it
-    cannot be built before them.
-    """
-    hint = getattr(graph, "shared_inputs", None)
-    if hint is not None:
-        return {Path(p): len(graph) for p in hint}, len(graph)
-    counts: Counter[Path] = Counter()
-    tasks = 0
-    nodes = (n for n in graph if isinstance(n, Task) or not graph.dependencies(n))
-    for node in itertools.islice(nodes, SCAN_TASKS):
-        task = graph.materialize(node)
-        counts.update({f.local for f in task.inputs if f.cache})
-        tasks += 1
-    return {path: n for path, n in counts.items() if n > 1}, tasks

@@ -7,7 +7,8 @@ the sets to the workers. Its lesson: a task must carry enough cells that d is
 small beside c·t, and there must still be enough tasks to keep every slot
 busy to the end. `choose_block` applies exactly that, with caps that keep
 memory per task and time per task bounded. Every parameter is measured (see
-models/common.py); the distribution term only counts where inputs travel.
+models/common.py); the distribution term (models/distribution.py) only counts
+where inputs travel.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .common import TIE, Candidate, Measured, Prediction, Resources, near_best
+from .distribution import tree_seconds
 
 __all__ = ["MAX_BLOCK_CELLS", "MAX_PER_CELL_BLOCK", "TIE", "Resources", "block_tasks",
            "cells_per_task", "choose_batch", "choose_block", "distribution_seconds",
@@ -72,20 +74,25 @@ def block_tasks(n: int, m: int, bx: int, by: int, symmetric: bool = False) -> in
     return gx * (gx + 1) // 2 if symmetric else gx * gy
 
 
-def distribution_seconds(elements: int, element_bytes: float, res: Resources) -> float:
-    """Time to send every element to every slot that may need it.
+def distribution_seconds(elements: int, element_bytes: float, res: Resources,
+                         tree: bool = True) -> float:
+    """Time to get every element to every slot that may need it.
 
-    The master sends each input once per worker (workers cache by content; no
-    spanning tree yet), so at most `elements · s · h` bytes cross its link.
-    Zero where inputs are linked rather than sent (the local engine).
+    By spanning tree, D = elements·s reaches h slots in ceil(log2(h+1))
+    rounds of D/B (models/distribution.py); from the master alone, up to
+    h·D/B cross its link. Zero where inputs are linked rather than sent
+    (the local engine).
     """
     if not res.bandwidth or element_bytes <= 0:
         return 0.0
-    return elements * element_bytes * res.slots / res.bandwidth
+    total = elements * element_bytes
+    if tree:
+        return tree_seconds(total, res.slots, res.bandwidth)
+    return total * res.slots / res.bandwidth
 
 
 def predict_block(n: int, m: int, bx: int, by: int, seconds_per_cell: float, res: Resources,
-                  symmetric: bool = False, element_bytes: float = 0.0) -> float:
+                  symmetric: bool = False, element_bytes: float = 0.0, tree: bool = True) -> float:
     """Predicted wall time of an n×m All-Pairs in bx×by blocks.
 
     In symmetric mode the diagonal blocks hold half the cells, so the work is
@@ -97,7 +104,7 @@ def predict_block(n: int, m: int, bx: int, by: int, seconds_per_cell: float, res
         tasks = block_tasks(n, m, bx, by)
     elements = n if symmetric else n + m
     return (predict_seconds(tasks, bx * by, seconds_per_cell, res)
-            + distribution_seconds(elements, element_bytes, res))
+            + distribution_seconds(elements, element_bytes, res, tree))
 
 
 def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
@@ -134,7 +141,8 @@ def choose_block(n: int, m: int, seconds_per_cell: float, res: Resources,
 
 
 def prediction(n: int, m: int, chosen: tuple[int, int], measured: Measured,
-               symmetric: bool = False, element_bytes: float = 0.0) -> Prediction:
+               symmetric: bool = False, element_bytes: float = 0.0,
+               tree: bool = True) -> Prediction:
     """What `allpairs --predict` prints: square blocks of doubling sides, and the chosen one."""
     shapes = {chosen}
     side = 1
@@ -145,12 +153,13 @@ def prediction(n: int, m: int, chosen: tuple[int, int], measured: Measured,
     t, res = measured.seconds_per_cell, measured.resources
     candidates = {}
     for bx, by in shapes:
-        seconds = predict_block(n, m, bx, by, t, res, symmetric, element_bytes)
+        seconds = predict_block(n, m, bx, by, t, res, symmetric, element_bytes, tree)
         candidates[(bx, by)] = Candidate(f"{bx}x{by}", bx * by, block_tasks(n, m, bx, by, symmetric),
                                          seconds)
     notes = []
     if res.bandwidth and element_bytes:
-        seconds = distribution_seconds(n if symmetric else n + m, element_bytes, res)
-        notes.append(f"of which {seconds:.3g} s to send the sets to {res.slots} slots")
+        seconds = distribution_seconds(n if symmetric else n + m, element_bytes, res, tree)
+        how = "by spanning tree" if tree else "from the master"
+        notes.append(f"of which {seconds:.3g} s to send the sets to {res.slots} slots {how}")
     return Prediction(measured, list(candidates.values()), candidates[chosen],
                       x_label="cells per task (x·y)", notes=notes)

@@ -19,10 +19,14 @@ The engine compares the two and picks the cheaper; both are proportional to
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-__all__ = ["choose_feed", "choose_mode", "direct_bytes", "direct_seconds", "tree_rounds",
-           "tree_seconds"]
+__all__ = ["MIN_FEED_BYTES", "choose_feed", "choose_mode", "direct_bytes", "direct_seconds",
+           "plan", "tree_rounds", "tree_seconds"]
+
+#: Below this much shared data a round of the tree costs too little beside the work to
+#: be worth holding workers back for (nor measuring the bandwidth to find out).
+MIN_FEED_BYTES = 1 << 20
 
 
 def tree_rounds(hosts: int) -> int:
@@ -74,3 +78,27 @@ def choose_feed(total_bytes: float, bandwidth: float, compute_seconds: float, ho
         return hosts
     return min(range(1, hosts + 1),
                key=lambda k: (compute_seconds / k + tree_seconds(total_bytes, k, bandwidth), -k))
+
+
+def plan(files: Iterable[tuple[float, int]], tasks: int, hosts: int, mode: str = "auto",
+         compute_seconds: float | None = None,
+         bandwidth: Callable[[], float | None] = lambda: None) -> tuple[str, int | None]:
+    """How shared inputs should reach `hosts` workers: ("tree" or "direct", workers to feed).
+
+    `mode` "auto" weighs the tree against the master sending on demand
+    (`choose_mode`); "tree" or "direct" is the user's word. With a tree, and
+    the work's total seconds per host known, `choose_feed` caps the workers
+    fed when the data is large beside the work; `bandwidth` is asked (it may
+    measure) only then. Feed None: every worker.
+    """
+    files = list(files)
+    if mode == "auto":
+        mode = choose_mode(files, tasks, hosts)
+    total = sum(size for size, _ in files)
+    if mode != "tree" or compute_seconds is None or hosts < 3 or total < MIN_FEED_BYTES:
+        return mode, None
+    rate = bandwidth()
+    if not rate:
+        return mode, None
+    feed = choose_feed(total, rate, compute_seconds, hosts)
+    return mode, (None if feed >= hosts else feed)

@@ -279,6 +279,12 @@ class WorkQueue:
         self._call("distribute", (files, mode, feed, uploads))
         return list(files)
 
+    @property
+    def peer_transfers(self) -> bool:
+        """Whether workers may pass files to each other: not under TLS (peer links are
+        clear), where every copy comes from the master over its TLS connection."""
+        return self._tls is None
+
     def wait_distributed(self, timeout: float | None = None) -> bool:
         """Whether every fed worker holds every distributed file, waiting up to `timeout`."""
         return self._distributed.wait(timeout)
@@ -475,7 +481,7 @@ class WorkQueue:
                 self._stats["workers_joined"] += 1
             # Peer transfers travel in clear: a master speaking TLS keeps every file on TLS.
             self._send(peer, Welcome(worker_id=peer.id, heartbeat=self.heartbeat,
-                                     peers=self._tls is None))
+                                     peers=self.peer_transfers))
             if peer.worker and self._planner is not None:
                 self._planner.add_worker(peer.id, peer.cached & self._shared.keys(),
                                          peer=peer.conn.peers)

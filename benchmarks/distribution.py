@@ -12,8 +12,15 @@ figure is the anchor's distribution term for whole files, ceil(log2(N+1))·D/B.
 
     python benchmarks/distribution.py                          # N=8, D=32 MB, B=32 MB/s
     python benchmarks/distribution.py --workers 2,4,8,16       # the table in docs/benchmarks.md
+    python benchmarks/distribution.py --workers 4,8 --allpairs  # a whole All-Pairs run
 
-The last line: workers=N size_mb=D star_s=... tree_s=... (for the last N).
+`--allpairs` times what a user sees instead: an All-Pairs of K files of D/K MB
+against themselves (F compares two files with cmp) on N fresh workers, the
+engine told `--distribute direct` (the master sends each worker the files its
+blocks read, on demand) against `auto` (the model's choice, a tree here).
+
+The last line: workers=N size_mb=D star_s=... tree_s=... (for the last N; with
+--allpairs, direct_s and auto_s).
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import print_machine, summary, table
+import numpy as np
+from _common import median, paired_ratio, print_machine, summary, table
 
+import abengine
+from abengine.engines.workqueue import WorkQueueEngine
 from abengine.models.distribution import tree_seconds
 from abengine.workqueue.master import WorkQueue
 from abengine.workqueue.protocol import UPLOAD_LIMIT_ENV
@@ -64,12 +74,69 @@ def spread(path: Path, workers: int, mode: str, timeout: float = 300) -> tuple[f
                 p.wait(timeout=30)
 
 
+def allpairs_run(listing: Path, compare: Path, workers: int, mode: str,
+                 block: int) -> tuple[float, str, dict]:
+    """Seconds of an All-Pairs of `listing` with itself on `workers` fresh workers, the spread
+    the engine chose, and the master's counters. Timed once every worker is connected."""
+    with WorkQueueEngine(workers=workers, distribute=mode) as engine:
+        deadline = time.monotonic() + 60
+        while engine.queue.stats()["workers"] < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("# FAILED: not every worker connected")
+            time.sleep(0.05)
+        start = time.perf_counter()
+        result = abengine.allpairs(str(listing), str(listing), str(compare), engine=engine,
+                                   block=(block, block), progress=False)
+        elapsed = time.perf_counter() - start
+        if not (result[np.eye(len(result), dtype=bool)] == 0).all():
+            raise SystemExit("# FAILED: a file differs from itself")
+        return elapsed, engine.distributed, engine.queue.stats()
+
+
+def allpairs_table(counts: list[int], size_mb: int, files: int, repeats: int,
+                   tmp: Path) -> tuple[list, list]:
+    listing = tmp / "files.list"
+    paths = []
+    for i in range(files):
+        paths.append(tmp / f"element{i:03d}.bin")
+        paths[-1].write_bytes(os.urandom(size_mb * MB // files))
+    listing.write_text("\n".join(p.name for p in paths) + "\n")
+    compare = tmp / "compare.sh"
+    compare.write_text('#!/bin/sh\ncmp -s "$1" "$2"; echo $?\n')
+    compare.chmod(0o755)
+    block = max(1, files // 8)
+    rows, lines = [], []
+    for n in counts:
+        times: dict[str, list[float]] = {"direct": [], "auto": []}
+        chosen, sent = "", {}
+        for r in range(repeats):
+            for mode in (("direct", "auto") if r % 2 == 0 else ("auto", "direct")):
+                seconds, spread, stats = allpairs_run(listing, compare, n, mode, block)
+                times[mode].append(seconds)
+                sent[mode] = stats["bytes_sent"] / MB
+                chosen = spread if mode == "auto" else chosen
+        direct, auto = median(times["direct"]), median(times["auto"])
+        ratio = paired_ratio(times["auto"], times["direct"])
+        rows.append([n, direct, auto, chosen, ratio, sent["direct"], sent["auto"]])
+        lines.append(summary(workers=n, size_mb=size_mb, direct_s=round(direct, 3),
+                             auto_s=round(auto, 3)))
+        print(f"# N={n}: direct {direct:.2f} s, auto ({chosen}) {auto:.2f} s",
+              file=sys.stderr, flush=True)
+    return rows, lines
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", default="8", help="N, or a comma-separated list (default: 8)")
     p.add_argument("--size-mb", type=int, default=32, help="D, the shared input (default: 32)")
     p.add_argument("--rate-mb", type=float, default=32.0,
                    help="B, every process's upload cap in MB/s (default: 32)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each, alternating; medians shown (default: 1)")
+    p.add_argument("--allpairs", action="store_true",
+                   help="time a whole All-Pairs run, --distribute direct against auto")
+    p.add_argument("--files", type=int, default=32,
+                   help="--allpairs: K, the files D is cut into (default: 32)")
     args = p.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     rate = args.rate_mb * MB
@@ -77,18 +144,32 @@ def main() -> int:
     print_machine()
     print(f"# D = {args.size_mb} MB, B = {args.rate_mb:g} MB/s per process "
           f"({UPLOAD_LIMIT_ENV}={int(rate)}); D/B = {args.size_mb * MB / rate:.3f} s")
-    rows, lines = [], []
     with tempfile.TemporaryDirectory(prefix="distribution-") as tmp:
+        if args.allpairs:
+            rows, lines = allpairs_table(counts, args.size_mb, args.files, args.repeats,
+                                         Path(tmp))
+            print(table(["N", "direct_s", "auto_s", "auto chose", "auto/direct",
+                         "MB master sent (direct)", "MB master sent (auto)"], rows))
+            print("\n".join(lines))
+            return 0
         data = Path(tmp) / "shared.bin"
         with open(data, "wb") as f:
             for _ in range(args.size_mb):
                 f.write(os.urandom(MB))
+        rows, lines = [], []
         for n in counts:
-            star, _ = spread(data, n, "direct")
-            tree, stats = spread(data, n, "tree")
+            times: dict[str, list[float]] = {"direct": [], "tree": []}
+            stats: dict = {}
+            for r in range(args.repeats):
+                for mode in (("direct", "tree") if r % 2 == 0 else ("tree", "direct")):
+                    seconds, counters = spread(data, n, mode)
+                    times[mode].append(seconds)
+                    stats = counters if mode == "tree" else stats
+            star, tree = median(times["direct"]), median(times["tree"])
             model = tree_seconds(args.size_mb * MB, n, rate)
-            rows.append([n, star, tree, tree / star, model, tree / model,
-                         stats["seeds"], stats["peer_transfers"], stats["transfers_failed"]])
+            rows.append([n, star, tree, paired_ratio(times["tree"], times["direct"]), model,
+                         tree / model, stats["seeds"], stats["peer_transfers"],
+                         stats["transfers_failed"]])
             lines.append(summary(workers=n, size_mb=args.size_mb, star_s=round(star, 3),
                                  tree_s=round(tree, 3)))
             print(f"# N={n}: star {star:.2f} s, tree {tree:.2f} s", file=sys.stderr, flush=True)
@@ -96,7 +177,6 @@ def main() -> int:
                  "tree/model", "pieces from master", "peer transfers", "failed"], rows))
     print("\n".join(lines))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

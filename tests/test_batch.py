@@ -345,6 +345,8 @@ def test_condor_without_condor_submit_or_a_schedd_is_one_clear_line(tmp_path, ho
     (["--engine", "workqueue", "--workers", "2", "--batch", "slurm", "--batch-options", "'oops"],
      ["--batch-options", "No closing quotation"]),
     (["--engine", "workqueue", "--workers", "2", "--wall-time", "soon"], ["--wall-time"]),
+    (["--distribute", "tree"], ["--distribute", "--engine workqueue"]),
+    (["--engine", "workqueue", "--workers", "2", "--distribute", "star"], ["--distribute"]),
 ])
 def test_bad_engine_options_are_one_line(args, needles, tmp_path, home):
     listing = write_numbered(tmp_path / "set", 2)

@@ -12,6 +12,7 @@ figure is the anchor's distribution term for whole files, ceil(log2(N+1))·D/B.
 
     python benchmarks/distribution.py                          # N=8, D=32 MB, B=32 MB/s
     python benchmarks/distribution.py --workers 2,4,8,16       # the table in docs/benchmarks.md
+    python benchmarks/distribution.py --workers 8 --shared-files 256   # many small files
     python benchmarks/distribution.py --workers 4,8 --allpairs  # a whole All-Pairs run
 
 `--allpairs` times what a user sees instead: an All-Pairs of K files of D/K MB
@@ -45,8 +46,9 @@ from abengine.workqueue.protocol import UPLOAD_LIMIT_ENV
 MB = 1 << 20
 
 
-def spread(path: Path, workers: int, mode: str, timeout: float = 300) -> tuple[float, dict]:
-    """Seconds until `workers` fresh workers hold `path`, sent the `mode` way; the master's
+def spread(paths: list[Path], workers: int, mode: str,
+           timeout: float = 300) -> tuple[float, dict]:
+    """Seconds until `workers` fresh workers hold `paths`, sent the `mode` way; the master's
     counters after."""
     with WorkQueue(port=0) as q:
         procs = [subprocess.Popen([*q.worker_command(cores=1), "--timeout", "60"],
@@ -59,11 +61,11 @@ def spread(path: Path, workers: int, mode: str, timeout: float = 300) -> tuple[f
                     raise SystemExit(f"# FAILED: only {q.stats()['workers']} workers connected")
                 time.sleep(0.05)
             start = time.perf_counter()
-            q.distribute([path], mode=mode)
+            q.distribute(paths, mode=mode)
             if not q.wait_distributed(timeout):
                 raise SystemExit(f"# FAILED: {mode} not done in {timeout} s: {q.stats()}")
             elapsed = time.perf_counter() - start
-            holding = sum(w["holds"] == 1 for w in q.workers())
+            holding = sum(w["holds"] == len(paths) for w in q.workers())
             if holding != workers:
                 raise SystemExit(f"# FAILED: {holding} of {workers} workers hold the file")
             return elapsed, q.stats()
@@ -135,6 +137,9 @@ def main() -> int:
                    help="runs of each, alternating; medians shown (default: 1)")
     p.add_argument("--allpairs", action="store_true",
                    help="time a whole All-Pairs run, --distribute direct against auto")
+    p.add_argument("--shared-files", type=int, default=1,
+                   help="D cut into this many files (default: 1); each travels whole when "
+                        "smaller than a piece (4 MiB)")
     p.add_argument("--files", type=int, default=32,
                    help="--allpairs: K, the files D is cut into (default: 32)")
     args = p.parse_args()
@@ -152,10 +157,10 @@ def main() -> int:
                          "MB master sent (direct)", "MB master sent (auto)"], rows))
             print("\n".join(lines))
             return 0
-        data = Path(tmp) / "shared.bin"
-        with open(data, "wb") as f:
-            for _ in range(args.size_mb):
-                f.write(os.urandom(MB))
+        data = []  # D in --shared-files files
+        for i in range(args.shared_files):
+            data.append(Path(tmp) / f"shared{i:05d}.bin")
+            data[-1].write_bytes(os.urandom(args.size_mb * MB // args.shared_files))
         rows, lines = [], []
         for n in counts:
             times: dict[str, list[float]] = {"direct": [], "tree": []}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,13 +108,24 @@ def near_best(scored: dict, tie: float = TIE) -> list:
 BANDWIDTH_PROBE_BYTES = 8 << 20
 
 
+#: Each engine's bandwidth, measured once: `--predict` and the spread plan both ask.
+_bandwidths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def measure_bandwidth(engine: Engine, nbytes: int = BANDWIDTH_PROBE_BYTES) -> float | None:
     """Bytes per second from the master to a worker: a task with an `nbytes` input
-    against the same task with a tiny one. None on the local engine (inputs are linked)."""
+    against the same task with a tiny one. None on the local engine (inputs are linked).
+    Measured once per engine."""
     from ..engines import LocalEngine
 
     if isinstance(engine, LocalEngine):
         return None
+    if engine not in _bandwidths:
+        _bandwidths[engine] = _time_transfer(engine, nbytes)
+    return _bandwidths[engine]
+
+
+def _time_transfer(engine: Engine, nbytes: int) -> float | None:
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="abengine-bandwidth-") as scratch:
         for size in (16, nbytes):

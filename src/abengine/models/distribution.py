@@ -13,17 +13,23 @@ worker that runs T/h of them with probability 1 - (1 - u/T)^(T/h), so for
 All-Pairs blocks landing anywhere nearly every worker ends up with nearly
 everything (D·h), and at best (each worker a square of the matrix) D·√h.
 The engine compares the two and picks the cheaper; both are proportional to
-1/B, so the choice needs no bandwidth measurement.
+1/B, so the choice needs no bandwidth measurement, except where a fixed cost
+per peer transfer could tip it (many small files on a fast link).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 
-__all__ = ["MIN_FEED_BYTES", "choose_feed", "choose_mode", "direct_bytes", "direct_seconds",
-           "plan", "tree_rounds", "tree_seconds"]
+from ..workqueue.distribute import PEER_TRANSFER_SECONDS, PIECE_BYTES
 
+__all__ = ["MIN_FEED_BYTES", "choose_feed", "choose_mode", "direct_bytes", "direct_seconds",
+           "plan", "transfers", "tree_rounds", "tree_seconds"]
+
+#: Bytes per second no link between a master and its workers reaches (100 Gbit/s).
+FASTEST_LINK = 12.5e9
 #: Below this much shared data a round of the tree costs too little beside the work to
 #: be worth holding workers back for (nor measuring the bandwidth to find out).
 MIN_FEED_BYTES = 1 << 20
@@ -56,14 +62,34 @@ def direct_seconds(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
     return direct_bytes(files, tasks, hosts) / bandwidth
 
 
-def choose_mode(files: Iterable[tuple[float, int]], tasks: int, hosts: int) -> str:
+def transfers(sizes: Iterable[float]) -> int:
+    """Peer transfers that carry files of these sizes (large ones go as pieces)."""
+    return sum(max(1, math.ceil(size / PIECE_BYTES)) for size in sizes)
+
+
+def choose_mode(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
+                bandwidth: Callable[[], float | None] = lambda: None) -> str:
     """"tree" when spreading every shared file to every worker costs less time than the
-    master sending each worker what its tasks use; "direct" otherwise (one worker, say)."""
+    master sending each worker what its tasks use; "direct" otherwise (one worker, say).
+
+    The tree saves the master's link `direct_bytes - ceil(log2(h+1))·D` bytes;
+    it costs every worker a fixed overhead per file it fetches from a peer
+    (PEER_TRANSFER_SECONDS), which only matters for many small files on a fast
+    link. `bandwidth` is asked (it may measure) only when the answer depends on it;
+    unknown, it is taken to be a network's, where the tree wins.
+    """
     files = list(files)
     total = sum(size for size, _ in files)
     if hosts < 2 or total <= 0:
         return "direct"
-    return "tree" if tree_rounds(hosts) * total < direct_bytes(files, tasks, hosts) else "direct"
+    saved = direct_bytes(files, tasks, hosts) - tree_rounds(hosts) * total
+    if saved <= 0:
+        return "direct"
+    overhead = transfers(size for size, _ in files) * PEER_TRANSFER_SECONDS
+    if saved / overhead >= FASTEST_LINK:  # no link is fast enough for the overhead to count
+        return "tree"
+    rate = bandwidth()
+    return "tree" if rate is None or saved / rate > overhead else "direct"
 
 
 def choose_feed(total_bytes: float, bandwidth: float, compute_seconds: float, hosts: int) -> int:
@@ -88,17 +114,18 @@ def plan(files: Iterable[tuple[float, int]], tasks: int, hosts: int, mode: str =
     `mode` "auto" weighs the tree against the master sending on demand
     (`choose_mode`); "tree" or "direct" is the user's word. With a tree, and
     the work's total seconds per host known, `choose_feed` caps the workers
-    fed when the data is large beside the work; `bandwidth` is asked (it may
-    measure) only then. Feed None: every worker.
+    fed when the data is large beside the work. `bandwidth` is asked (it may
+    measure) only when an answer depends on it, and at most once. Feed None:
+    every worker.
     """
     files = list(files)
+    rate = functools.cache(bandwidth)
     if mode == "auto":
-        mode = choose_mode(files, tasks, hosts)
+        mode = choose_mode(files, tasks, hosts, rate)
     total = sum(size for size, _ in files)
     if mode != "tree" or compute_seconds is None or hosts < 3 or total < MIN_FEED_BYTES:
         return mode, None
-    rate = bandwidth()
-    if not rate:
+    if not rate():
         return mode, None
-    feed = choose_feed(total, rate, compute_seconds, hosts)
+    feed = choose_feed(total, rate(), compute_seconds, hosts)
     return mode, (None if feed >= hosts else feed)

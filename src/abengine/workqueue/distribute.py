@@ -27,6 +27,13 @@ from dataclasses import dataclass, field
 
 #: The master as a source: it holds every file from the start.
 MASTER = 0
+#: A shared file larger than this spreads as pieces of this size, each piece's tree
+#: running beside the others' (a pipeline): log2(N) rounds of a piece, not of the file.
+PIECE_BYTES = 4 << 20
+#: What one peer transfer costs beyond its bytes (a connection, the ticket's handshake,
+#: the `stored` round trip), measured: 2048 files of 16 KB to 8 workers on the 2-core
+#: test machine took 4.7 ms each (benchmarks/distribution.py --shared-files 2048).
+PEER_TRANSFER_SECONDS = 0.005
 #: A worker that failed to get one file from peers this many times gets it from the master.
 MAX_FAILURES = 2
 
@@ -43,11 +50,13 @@ class Transfer:
 @dataclass
 class _Worker:
     holds: set[str] = field(default_factory=set)
+    lacking: set[str] = field(default_factory=set)  # the plan's files it does not hold
     uploads: int = 0  # transfers running from it
     downloading: str | None = None  # the file it is receiving
     target: bool = True  # fed with the shared files (False: beyond the feed limit)
     serves: bool = True  # has a peer port: may be a source
     failures: dict[str, int] = field(default_factory=dict)  # digest -> failed transfers into it
+    blocked: set[str] = field(default_factory=set)  # failed MAX_FAILURES times: master only
     broken: bool = False  # an upload from it failed: most likely dying, never a source again
 
 
@@ -69,6 +78,10 @@ class Planner:
         self.mode = mode
         self.uploads, self.master_uploads, self.feed = uploads, master_uploads, feed
         self.files: list[str] = []  # in the order they were added: the order they spread
+        self._order: dict[str, int] = {}  # file -> its place in `files` (ties go to the first)
+        #: file -> holders plus transfers of it under way, kept as they change: the
+        #: rarest file goes first, and no call re-counts the whole plan.
+        self._copies: dict[str, int] = {}
         self._workers: dict[int, _Worker] = {}
         self._master_uploads = 0
         self.running: dict[tuple[str, int], Transfer] = {}  # (digest, target) -> transfer
@@ -76,8 +89,16 @@ class Planner:
     # -- what the master tells it ----------------------------------------------------
     def add_files(self, digests: Iterable[str]) -> None:
         for digest in digests:
-            if digest not in self.files:
-                self.files.append(digest)
+            if digest in self._order:
+                continue
+            self._order[digest] = len(self.files)
+            self.files.append(digest)
+            self._copies[digest] = 0
+            for w in self._workers.values():
+                if digest in w.holds:
+                    self._copies[digest] += 1
+                else:
+                    w.lacking.add(digest)
 
     def add_worker(self, worker: int, holds: Iterable[str] = (), peer: bool = True) -> None:
         """A worker joined (or is known from the start), holding `holds` already.
@@ -87,8 +108,11 @@ class Planner:
         if worker == MASTER or worker in self._workers:
             raise ValueError(f"worker id {worker} is taken")
         fed = sum(w.target for w in self._workers.values())
-        self._workers[worker] = _Worker(set(holds), target=self.feed is None or fed < self.feed,
-                                        serves=peer)
+        holds = set(holds)
+        for digest in holds & self._order.keys():
+            self._copies[digest] += 1
+        self._workers[worker] = _Worker(holds, self._order.keys() - holds,
+                                        target=self.feed is None or fed < self.feed, serves=peer)
 
     def remove_worker(self, worker: int) -> list[Transfer]:
         """A worker left or died: the transfers into it are void (returned).
@@ -101,6 +125,8 @@ class Planner:
         gone = self._workers.pop(worker, None)
         if gone is None:
             return []
+        for digest in gone.holds & self._order.keys():
+            self._copies[digest] -= 1
         void = [t for t in self.running.values() if t.target == worker]
         for transfer in void:
             self._end(transfer)
@@ -116,6 +142,9 @@ class Planner:
         state = self._workers.get(worker)
         if state is None:
             return
+        if digest in self._order and digest not in state.holds:
+            self._copies[digest] += 1
+            state.lacking.discard(digest)
         state.holds.add(digest)
         transfer = self.running.get((digest, worker))
         if transfer is not None:
@@ -130,6 +159,8 @@ class Planner:
         target = self._workers.get(worker)
         if target is not None:
             target.failures[digest] = target.failures.get(digest, 0) + 1
+            if target.failures[digest] >= MAX_FAILURES:
+                target.blocked.add(digest)
         source = self._workers.get(transfer.source)
         if source is not None:  # its death often reaches the master after the failure does
             source.broken = True
@@ -137,6 +168,7 @@ class Planner:
 
     def _end(self, transfer: Transfer) -> None:
         del self.running[(transfer.digest, transfer.target)]
+        self._copies[transfer.digest] -= 1
         if transfer.source == MASTER:
             self._master_uploads -= 1
         elif transfer.source in self._workers:
@@ -161,42 +193,33 @@ class Planner:
 
     def done(self) -> bool:
         """Every fed worker holds every file; nothing is on the way."""
-        return not self.running and not any(self.wanting(d) for d in self.files)
+        return not self.running and not any(w.lacking for w in self._workers.values()
+                                            if w.target)
 
     def next(self) -> list[Transfer]:
         """The transfers to start now, booked as running until stored() or failed().
 
-        Each free source serves the rarest file it holds that some idle target
+        Each free source serves the rarest file it holds that an idle target
         lacks: with one file that is the doubling tree; with a file cut into
         pieces, the master keeps seeding new pieces while the workers spread the
         ones they have, so the pieces' trees run side by side (a pipeline).
         Workers serve first, the master last, so it stays free for what no
         worker holds yet; a worker whose upload failed serves no more, and a
         worker that failed to get a file from peers MAX_FAILURES times gets it
-        from the master.
+        from the master. The candidates are set intersections (what the source
+        holds and the target lacks), so a call costs what the free sources and
+        idle targets hold, not a sort of the whole plan.
         """
         idle = [wid for wid, w in sorted(self._workers.items())
-                if w.target and w.downloading is None]
-        if not idle:
-            return []
-        copies = {d: 0 for d in self.files}
-        for w in self._workers.values():
-            for d in w.holds:
-                if d in copies:
-                    copies[d] += 1
-        for digest, _ in self.running:
-            copies[digest] += 1
-        rarest = sorted(self.files, key=copies.__getitem__)  # stable: ties in file order
+                if w.target and w.downloading is None and w.lacking]
         started: list[Transfer] = []
         for source in self._sources():
             while idle and self._has_slot(source):
-                transfer = self._pick(source, rarest, idle)
+                transfer = self._pick(source, idle)
                 if transfer is None:
                     break
                 started.append(self._start(transfer))
                 idle.remove(transfer.target)
-                copies[transfer.digest] += 1
-                rarest.sort(key=copies.__getitem__)
         return started
 
     def _sources(self) -> list[int]:
@@ -209,21 +232,26 @@ class Planner:
             return self._master_uploads < self.master_uploads
         return self._workers[source].uploads < self.uploads
 
-    def _pick(self, source: int, rarest: list[str], idle: list[int]) -> Transfer | None:
+    def _pick(self, source: int, idle: list[int]) -> Transfer | None:
         """The rarest file `source` holds that an idle target lacks, and that target."""
         holds = None if source == MASTER else self._workers[source].holds
-        for digest in rarest:
-            if holds is not None and digest not in holds:
+        best: tuple[tuple[int, int], str, int] | None = None
+        for target in idle:
+            w = self._workers[target]
+            wanted = w.lacking if holds is None else (holds & w.lacking) - w.blocked
+            if not wanted:
                 continue
-            for target in idle:
-                w = self._workers[target]
-                if digest not in w.holds and (source == MASTER
-                                              or w.failures.get(digest, 0) < MAX_FAILURES):
-                    return Transfer(digest, source, target)
-        return None
+            digest = min(wanted, key=self._rank)
+            if best is None or self._rank(digest) < best[0]:
+                best = (self._rank(digest), digest, target)
+        return None if best is None else Transfer(best[1], source, best[2])
+
+    def _rank(self, digest: str) -> tuple[int, int]:
+        return self._copies[digest], self._order[digest]
 
     def _start(self, transfer: Transfer) -> Transfer:
         self.running[(transfer.digest, transfer.target)] = transfer
+        self._copies[transfer.digest] += 1
         if transfer.source == MASTER:
             self._master_uploads += 1
         else:

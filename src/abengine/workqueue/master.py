@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .auth import load_secret, new_secret
 from .cache import safe_name
-from .distribute import MASTER, Planner, Transfer
+from .distribute import MASTER, PIECE_BYTES, Planner, Transfer
 from .protocol import (
     NEED_DATA,
     Assemble,
@@ -74,9 +74,6 @@ from .tls import server_context
 
 CHUNK = 1 << 20
 HANDSHAKE_SECONDS = 10.0
-#: A shared file larger than this spreads as pieces of this size, each piece's tree
-#: running beside the others' (a pipeline): log2(N) rounds of a piece, not of the file.
-PIECE_BYTES = 4 << 20
 #: How long a ticket for a peer transfer is good for: the fetch starts at once.
 TICKET_SECONDS = 60
 #: While tasks wait for shared data, look for a worker that has it at most this often.

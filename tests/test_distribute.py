@@ -25,9 +25,11 @@ import abengine
 from abengine.abstractions.spread import spread_inputs
 from abengine.graph import Deferred, TaskGraph
 from abengine.graph import Task as GraphTask
-from abengine.models.distribution import choose_feed, choose_mode, plan, tree_rounds
+from abengine.models.distribution import choose_feed, choose_mode, plan, transfers, tree_rounds
+from abengine.workqueue.cache import Cache, CacheError
 from abengine.workqueue.distribute import MASTER, Planner
 from abengine.workqueue.master import Task, WorkQueue
+from abengine.workqueue.pieces import layout
 from abengine.workqueue.protocol import (
     UPLOAD_LIMIT_ENV,
     Assemble,
@@ -242,17 +244,68 @@ def test_the_plan_measures_the_bandwidth_only_when_an_answer_depends_on_it():
     assert plan(everything, 100, 16, "auto", 100.0, lambda: None) == ("tree", None)
 
 
-def test_many_small_files_on_a_fast_link_stay_with_the_master():
-    """A peer transfer costs a connection and a round trip beyond its bytes: for 2048
-    files of 16 KB on 8 workers the tree lost to the star at 32 MB/s (measured), and
-    won with 256 files of 128 KB."""
-    tiny, small = [(16e3, 64)] * 2048, [(128e3, 64)] * 256
-    assert choose_mode(tiny, 64, 8, lambda: 32e6) == "direct"
-    assert choose_mode(tiny, 64, 8, lambda: 4e6) == "tree"  # a slow link: bytes dominate
-    assert choose_mode(small, 64, 8, lambda: 32e6) == "tree"
+def test_a_very_fast_link_keeps_few_workers_with_the_master():
+    """A peer transfer costs a connection and a round trip beyond its bytes; small files
+    travel packed, so only the pieces count."""
+    tiny = [(16e3, 64)] * 2048  # 32 MB: 8 packed pieces, not 2048 transfers
+    assert transfers(size for size, _ in tiny) == 8
+    assert transfers([5e6, 2e6, 1e3, 1e3]) == 2 + 1 + 1
+    assert choose_mode(tiny, 64, 8, lambda: 32e6) == "tree"
+    pieces = [(4 << 20, 64)] * 10  # 3 workers save one copy of 40 MB, at 10 GB/s 4 ms
+    assert choose_mode(pieces, 64, 3, lambda: 10e9) == "direct"
+    assert choose_mode(pieces, 64, 3, lambda: 100e6) == "tree"
     # 100 workers: the tree saves 93 copies of 100 MB, more than any link could carry in
     # the 0.12 s its 24 pieces cost
     assert choose_mode([(1e8, 1000)], 1000, 100, lambda: pytest.fail("asked")) == "tree"
+
+
+def test_small_files_are_packed_large_ones_cut_and_each_rebuilt(tmp_path):
+    piece = 1000
+    sizes = {"a": 100, "b": 200, "big": 2500, "c": 200, "mid": 600, "d": 240, "e": 240,
+             "f": 100}
+    files, data = [], {}
+    for name, size in sizes.items():
+        path = tmp_path / name
+        data[name] = os.urandom(size)
+        path.write_bytes(data[name])
+        files.append((hashlib.sha256(data[name]).hexdigest(), path, size))
+    digest = {name: f[0] for name, f in zip(sizes, files)}
+    pieces, parts = layout(files, piece)
+    by_digest = {p.digest: p for p in pieces}
+    assert digest["mid"] in by_digest and digest["mid"] not in parts  # travels whole
+    # big's three pieces, mid, a..e packed (under a quarter piece each); f would overflow
+    # that pack, and a pack of one is the file itself
+    assert [p.size for p in pieces] == [1000, 1000, 500, 600, 980, 100]
+    assert digest["f"] in by_digest and digest["f"] not in parts
+    assert len(parts[digest["big"]].pieces) == 3
+    assert parts[digest["a"]].pieces == parts[digest["c"]].pieces  # packed together
+
+    def piece_bytes(p) -> bytes:
+        out = b""
+        for s in p.segments:
+            with open(s.path, "rb") as f:
+                f.seek(s.offset)
+                out += f.read(s.size)
+        return out
+
+    for p in pieces:
+        assert hashlib.sha256(piece_bytes(p)).hexdigest() == p.digest
+    cache = Cache(tmp_path / "cache")  # a worker's cache rebuilds each file
+    for p in pieces:
+        incoming = cache.receive(p.digest, p.size)
+        incoming.write(piece_bytes(p))
+        incoming.commit()
+    wrong = parts[digest["c"]]
+    with pytest.raises(CacheError):  # the wrong range: refused, nothing kept
+        cache.assemble(digest["c"], wrong.size, list(wrong.pieces), wrong.offset + 1)
+    assert not cache.has(digest["c"])
+    for name, d in digest.items():
+        if d in parts:
+            part = parts[d]
+            path = cache.assemble(d, part.size, list(part.pieces), part.offset)
+            assert path.read_bytes() == data[name]
+    cache.cleanup()
+    assert layout(files[:1], None)[1] == {}  # no pieces asked for: every file whole
 
 
 def test_an_allpairs_job_names_the_files_its_blocks_share(tmp_path):
@@ -436,9 +489,10 @@ def test_the_engine_spreads_an_allpairs_run_s_sets_by_tree(files, size_sum):
         remote = abengine.allpairs(str(files), str(files), str(size_sum), engine=engine,
                                    block=(2, 2), progress=False)
         stats = engine.queue.stats()
-    # The 5 elements and F, each seeded once by the master; the other puts are the 9
-    # tasks' own pickled calls: no task made the master send a shared file again.
-    assert engine.distributed == "tree" and stats["seeds"] == 6
+    # The 5 elements and F travel packed in one piece, seeded once by the master; the
+    # other puts are the 9 tasks' own pickled calls: no task made the master send a
+    # shared file again.
+    assert engine.distributed == "tree" and stats["seeds"] == 1
     assert stats["puts"] == stats["seeds"] + 9 and stats["peer_transfers"] > 0
     assert (remote == local).all()
 
@@ -503,3 +557,30 @@ def test_an_npy_set_travels_as_its_file_and_spreads_by_tree(tmp_path):
     # the master sent the file once or twice and 16 small calls: no task carried rows
     assert stats["bytes_sent"] < 2.5 * vectors.stat().st_size
     assert np.allclose(remote, local)
+
+
+def test_many_small_files_travel_packed_and_each_arrives_verified(tmp_path):
+    paths = []
+    for i in range(200):
+        paths.append(tmp_path / f"small{i:03d}")
+        paths[-1].write_bytes(os.urandom(4096 + i))
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    with WorkQueue(port=0) as q:
+        procs = start_workers(q, 3, tmp_path)
+        try:
+            q.distribute(paths)
+            assert q.wait_distributed(30), q.stats()
+            for path in paths[:5]:  # tasks read them where they are
+                t = Task("sha256sum f")
+                t.add_input(path, "f")
+                q.submit(t)
+            tasks = finish_all(q)
+            stats = q.stats()
+            copies = [sum(verified_copies(tmp_path / f"w{i}", d) for d in digests)
+                      for i in range(3)]
+        finally:
+            stop(procs)
+    assert copies == [200, 200, 200]
+    # one packed piece: seeded once, passed on twice; the tasks' files were all there
+    assert stats["seeds"] + stats["peer_transfers"] == 3 and stats["puts"] == stats["seeds"]
+    assert sorted(t.stdout.split()[0] for t in tasks) == sorted(digests[:5])

@@ -14,7 +14,7 @@ All-Pairs blocks landing anywhere nearly every worker ends up with nearly
 everything (D·h), and at best (each worker a square of the matrix) D·√h.
 The engine compares the two and picks the cheaper; both are proportional to
 1/B, so the choice needs no bandwidth measurement, except where a fixed cost
-per peer transfer could tip it (many small files on a fast link).
+per peer transfer could tip it (on a very fast link).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from ..workqueue.distribute import PEER_TRANSFER_SECONDS, PIECE_BYTES
+from ..workqueue.pieces import PACK_BELOW
 
 __all__ = ["MIN_FEED_BYTES", "choose_feed", "choose_mode", "direct_bytes", "direct_seconds",
            "plan", "transfers", "tree_rounds", "tree_seconds"]
@@ -63,8 +64,15 @@ def direct_seconds(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
 
 
 def transfers(sizes: Iterable[float]) -> int:
-    """Peer transfers that carry files of these sizes (large ones go as pieces)."""
-    return sum(max(1, math.ceil(size / PIECE_BYTES)) for size in sizes)
+    """Peer transfers that carry files of these sizes to one worker: large files go as
+    pieces, small ones packed together into pieces (workqueue/pieces.py)."""
+    small, count = 0.0, 0
+    for size in sizes:
+        if size < PIECE_BYTES // PACK_BELOW:
+            small += size
+        else:
+            count += max(1, math.ceil(size / PIECE_BYTES))
+    return count + math.ceil(small / PIECE_BYTES)
 
 
 def choose_mode(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
@@ -73,9 +81,8 @@ def choose_mode(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
     master sending each worker what its tasks use; "direct" otherwise (one worker, say).
 
     The tree saves the master's link `direct_bytes - ceil(log2(h+1))·D` bytes;
-    it costs every worker a fixed overhead per file it fetches from a peer
-    (PEER_TRANSFER_SECONDS), which only matters for many small files on a fast
-    link. `bandwidth` is asked (it may measure) only when the answer depends on it;
+    it costs every worker a fixed overhead per piece it fetches from a peer
+    (PEER_TRANSFER_SECONDS), which only matters on a very fast link. `bandwidth` is asked (it may measure) only when the answer depends on it;
     unknown, it is taken to be a network's, where the tree wins.
     """
     files = list(files)

@@ -29,7 +29,7 @@ import stat
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -176,13 +176,37 @@ class Cache:
         digest = sha256_file(path)
         st = path.stat()
         incoming = self.receive(digest, st.st_size, executable=bool(st.st_mode & 0o111))
-        # Opened inside _pour (a generator), so a failure to open aborts the file too.
-        _pour(incoming, (open(p, "rb") for p in [path]))  # noqa: SIM115
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    incoming.write(chunk)
+            incoming.commit()  # re-checks the hash: the file may have changed since
+        except BaseException:
+            incoming.abort()
+            raise
         return digest
 
-    def assemble(self, digest: str, size: int, parts: list[str]) -> Path:
-        """Build the file `digest` from held pieces, in order; its hash is checked on commit."""
-        return _pour(self.receive(digest, size), (self.reading(part) for part in parts))
+    def assemble(self, digest: str, size: int, parts: list[str], offset: int = 0) -> Path:
+        """Build the file `digest` from bytes offset..offset+size of held pieces laid end to
+        end; its size and hash are checked on commit."""
+        incoming = self.receive(digest, size)
+        try:
+            skip, left = offset, size
+            for part in parts:
+                with self.reading(part) as f:
+                    length = os.fstat(f.fileno()).st_size
+                    if skip >= length:
+                        skip -= length
+                        continue
+                    f.seek(skip)
+                    skip = 0
+                    while left and (chunk := f.read(min(CHUNK, left))):
+                        incoming.write(chunk)
+                        left -= len(chunk)
+            return incoming.commit()
+        except BaseException:
+            incoming.abort()
+            raise
 
     def _admit(self, temp: Path, digest: str, size: int, executable: bool) -> Path:
         """Rename a verified temp file into `files/`, read-only, making room first."""
@@ -511,20 +535,6 @@ class Sandbox:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.remove()
-
-
-def _pour(incoming: Incoming, sources: Iterable[contextlib.AbstractContextManager]) -> Path:
-    """Write what each source (a context giving a binary file) holds into `incoming`, in
-    order, and commit it (which checks size and hash); abort on any failure."""
-    try:
-        for source in sources:
-            with source as f:
-                while chunk := f.read(CHUNK):
-                    incoming.write(chunk)
-        return incoming.commit()
-    except BaseException:
-        incoming.abort()
-        raise
 
 
 def _hard_link(source: Path, target: Path) -> bool:

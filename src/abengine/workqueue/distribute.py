@@ -31,8 +31,8 @@ MASTER = 0
 #: running beside the others' (a pipeline): log2(N) rounds of a piece, not of the file.
 PIECE_BYTES = 4 << 20
 #: What one peer transfer costs beyond its bytes (a connection, the ticket's handshake,
-#: the `stored` round trip), measured: 2048 files of 16 KB to 8 workers on the 2-core
-#: test machine took 4.7 ms each (benchmarks/distribution.py --shared-files 2048).
+#: the `stored` round trip), measured: 2048 files of 16 KB sent one by one to 8 workers
+#: on the 2-core test machine took 4.7 ms each (before small files were packed).
 PEER_TRANSFER_SECONDS = 0.005
 #: A worker that failed to get one file from peers this many times gets it from the master.
 MAX_FAILURES = 2
@@ -100,10 +100,12 @@ class Planner:
                 else:
                     w.lacking.add(digest)
 
-    def add_worker(self, worker: int, holds: Iterable[str] = (), peer: bool = True) -> None:
+    def add_worker(self, worker: int, holds: Iterable[str] = (), peer: bool = True,
+                   done: Iterable[str] = ()) -> None:
         """A worker joined (or is known from the start), holding `holds` already.
 
         `peer=False`: it cannot serve other workers (no peer port); it is still fed.
+        `done`: files it needs no more yet cannot serve (it holds what they make).
         """
         if worker == MASTER or worker in self._workers:
             raise ValueError(f"worker id {worker} is taken")
@@ -111,7 +113,7 @@ class Planner:
         holds = set(holds)
         for digest in holds & self._order.keys():
             self._copies[digest] += 1
-        self._workers[worker] = _Worker(holds, self._order.keys() - holds,
+        self._workers[worker] = _Worker(holds, self._order.keys() - holds - set(done),
                                         target=self.feed is None or fed < self.feed, serves=peer)
 
     def remove_worker(self, worker: int) -> list[Transfer]:

@@ -40,6 +40,7 @@ from pathlib import Path
 from .auth import load_secret, new_secret
 from .cache import safe_name
 from .distribute import MASTER, PIECE_BYTES, Planner, Transfer
+from .pieces import Part, Piece, Segment, layout
 from .protocol import (
     NEED_DATA,
     Assemble,
@@ -202,7 +203,7 @@ class WorkQueue:
         self._planner: Planner | None = None
         self._shared: dict[str, Path] = {}  # digest -> local path of each distributed file
         self._pieces: dict[str, Piece] = {}  # what the planner spreads: files, or their pieces
-        self._parts: dict[str, list[str]] = {}  # a file sent in pieces -> its pieces, in order
+        self._parts: dict[str, Part] = {}  # a file that travels in pieces -> how to rebuild it
         self._whole_of: dict[str, set[str]] = {}  # a piece -> the files made of it
         self._distributed = threading.Event()
         self._rescan_at = 0.0  # tasks wait for shared data: do not look again before this
@@ -259,7 +260,8 @@ class WorkQueue:
         caps how many workers get them (None: all). `uploads` is the
         workers' own limit (their --uploads), so the plan never asks more.
         In a tree, a file larger than `piece_bytes` travels as pieces that
-        spread side by side; each worker puts it together (hash-checked).
+        spread side by side, and small files travel packed into pieces; each
+        worker rebuilds every file from its pieces (hash-checked).
         Tasks that use a distributed file run only where it has arrived,
         without waiting for the rest; one never triggers a second copy from
         the master. Returns the files' digests; `wait_distributed` waits.
@@ -267,13 +269,15 @@ class WorkQueue:
         Planner(mode, uploads, 1, feed)  # refuse bad arguments here, in the caller's thread
         if piece_bytes is not None and piece_bytes < 1:
             raise ValueError(f"piece_bytes must be positive, not {piece_bytes}")
-        cut = piece_bytes if mode == "tree" else None
-        files = {}
+        files: dict[str, tuple[str, Path, int]] = {}
         for path in map(Path, paths):
             digest = self._hash(path)
-            files[digest] = _pieces(path, digest, cut)
+            files.setdefault(digest, (digest, path, path.stat().st_size))
+        pieces, parts = layout(list(files.values()),
+                               piece_bytes if mode == "tree" else None)
         self._distributed.clear()
-        self._call("distribute", (files, mode, feed, uploads))
+        self._call("distribute", ({d: path for d, path, _ in files.values()}, pieces, parts,
+                                  mode, feed, uploads))
         return list(files)
 
     @property
@@ -480,8 +484,7 @@ class WorkQueue:
             self._send(peer, Welcome(worker_id=peer.id, heartbeat=self.heartbeat,
                                      peers=self.peer_transfers))
             if peer.worker and self._planner is not None:
-                self._planner.add_worker(peer.id, peer.cached & self._shared.keys(),
-                                         peer=peer.conn.peers)
+                self._plan_for(peer)
                 self._plan()
         elif isinstance(event, BadAuth):
             peer.closing = True  # dropped once the refusal is out
@@ -564,17 +567,17 @@ class WorkQueue:
                 self._waiting.appendleft(task_id)
 
     # distributing shared files --------------------------------------------------------
-    def _start_distribution(self, files: dict[str, list[Piece]], mode: str, feed: int | None,
+    def _start_distribution(self, files: dict[str, Path], pieces: list[Piece],
+                            parts: dict[str, Part], mode: str, feed: int | None,
                             uploads: int) -> None:
         """Plan the spread of `files` (I/O thread); a new mode or limit starts a new plan."""
-        for digest, pieces in files.items():
-            self._shared[digest] = pieces[0].path
-            for piece in pieces:
-                self._pieces[piece.digest] = piece
-                if len(pieces) > 1:
-                    self._whole_of.setdefault(piece.digest, set()).add(digest)
-            if len(pieces) > 1:
-                self._parts[digest] = [piece.digest for piece in pieces]
+        self._shared.update(files)
+        for piece in pieces:
+            self._pieces[piece.digest] = piece
+        for digest, part in parts.items():
+            self._parts[digest] = part
+            for piece_digest in part.pieces:
+                self._whole_of.setdefault(piece_digest, set()).add(digest)
         planner = self._planner
         if planner is None or (planner.mode, planner.feed, planner.uploads) != (mode, feed,
                                                                                 uploads):
@@ -584,16 +587,20 @@ class WorkQueue:
             planner = self._planner = Planner(mode, uploads, master_uploads, feed)
             planner.add_files(self._pieces)
             for w in workers:
-                planner.add_worker(w.id, self._held_pieces(w), peer=w.conn.peers)
+                self._plan_for(w)
         planner.add_files(self._pieces)
         self._plan()
 
-    def _held_pieces(self, worker: _Peer) -> set[str]:
-        """The pieces a worker needs no more: those it holds, and those of files it holds."""
-        held = worker.cached & self._pieces.keys()
-        for digest in worker.cached & self._parts.keys():
-            held.update(self._parts[digest])
-        return held
+    def _plan_for(self, worker: _Peer) -> None:
+        """Tell the planner of a worker: the pieces it holds (it can serve them), and those
+        it needs no more because it holds every file made of them (it cannot)."""
+        assert self._planner is not None
+        cached = worker.cached
+        holds = cached & self._pieces.keys()
+        done = {piece for file in cached & self._parts.keys()
+                for piece in self._parts[file].pieces
+                if self._whole_of[piece] <= cached} - holds
+        self._planner.add_worker(worker.id, holds, peer=worker.conn.peers, done=done)
 
     def _plan(self) -> None:
         """Start every transfer the plan allows now; note when the spread is complete."""
@@ -621,7 +628,7 @@ class WorkQueue:
             return
         piece = self._pieces[digest]
         if transfer.source == MASTER:
-            self._send_file(target, piece.path, digest, piece.offset, piece.size)
+            self._send_segments(target, digest, piece.segments)
             target.cached.add(digest)
             self._stats["seeds"] += 1
             if not target.conn.peers:
@@ -629,7 +636,8 @@ class WorkQueue:
             return
         source = self._peers[transfer.source]
         expires = int(time.time()) + TICKET_SECONDS
-        self._send(target, Fetch(hash=digest, length=piece.size, host=source.peer_host, port=source.peer_port, expires=expires,
+        self._send(target, Fetch(hash=digest, length=piece.size, host=source.peer_host,
+                                 port=source.peer_port, expires=expires,
                                  ticket=make_ticket(self._ticket_key, digest, target.id,
                                                     expires)))
         self._stats["peer_transfers"] += 1
@@ -650,15 +658,15 @@ class WorkQueue:
         self._plan()
 
     def _assemble(self, peer: _Peer, piece: str) -> None:
-        """Once a worker holds every piece of a file, it builds the file (and says Stored)."""
+        """Once a worker holds every piece of a file, it rebuilds the file (and says Stored)."""
         for digest in self._whole_of.get(piece, ()):
-            parts = self._parts[digest]
+            part = self._parts[digest]
             if (digest not in peer.cached and digest not in peer.assembling
-                    and all(p in peer.cached for p in parts)):
+                    and all(p in peer.cached for p in part.pieces)):
                 # Tasks wait for its Stored: the worker builds it beside its other work.
                 peer.assembling.add(digest)
-                length = sum(self._pieces[p].size for p in parts)
-                self._send(peer, Assemble(hash=digest, length=length, parts=parts))
+                self._send(peer, Assemble(hash=digest, length=part.size,
+                                          parts=list(part.pieces), offset=part.offset))
 
     def _lacks_shared(self, task: Task, worker: _Peer) -> bool:
         """Does `task` use a distributed file `worker` does not hold yet? Then it waits for
@@ -714,17 +722,22 @@ class WorkQueue:
         if peer is not None:
             self._send(peer, message)
 
-    def _send_file(self, peer: _Peer, path: Path, digest: str, offset: int = 0,
-                   size: int | None = None) -> None:
-        """Queue a put of the file (or of its `size` bytes from `offset`: a piece)."""
-        size = path.stat().st_size if size is None else size
+    def _send_file(self, peer: _Peer, path: Path, digest: str) -> None:
+        self._send_segments(peer, digest, (Segment(path, 0, path.stat().st_size),))
+
+    def _send_segments(self, peer: _Peer, digest: str, segments: tuple[Segment, ...]) -> None:
+        """Queue a put of these byte ranges laid end to end (a file, a piece of one, or a
+        pack of small files), streamed from disk as the socket takes them."""
+        size = sum(s.size for s in segments)
         self._stats["puts"] += 1
         self._stats["bytes_sent"] += size
         self._send(peer, Put(hash=digest, size=size))
+        for segment in segments:
+            if segment.size:
+                f = open(segment.path, "rb")  # noqa: SIM115 - closed when sent or dropped
+                f.seek(segment.offset)
+                peer.out.append([f, segment.size])
         if size:
-            f = open(path, "rb")  # noqa: SIM115 - closed when sent or dropped
-            f.seek(offset)
-            peer.out.append([f, size])
             self._want_write(peer)
 
     def _want_write(self, peer: _Peer) -> None:
@@ -996,33 +1009,6 @@ class WorkQueue:
             except (OSError, ValueError, ProtocolError):
                 pass
             self._drop(peer, "closing")
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """`size` bytes of `path` from `offset`, whose sha256 is `digest` (maybe the whole file)."""
-
-    digest: str
-    path: Path
-    offset: int
-    size: int
-
-
-def _pieces(path: Path, digest: str, piece_bytes: int | None) -> list[Piece]:
-    """The file `digest` cut into pieces of `piece_bytes` (one piece, itself, if not larger)."""
-    size = path.stat().st_size
-    if piece_bytes is None or size <= piece_bytes:
-        return [Piece(digest, path, 0, size)]
-    pieces = []
-    with open(path, "rb") as f:
-        for offset in range(0, size, piece_bytes):
-            h = hashlib.sha256()
-            left = min(piece_bytes, size - offset)
-            while left and (chunk := f.read(min(CHUNK, left))):
-                h.update(chunk)
-                left -= len(chunk)
-            pieces.append(Piece(h.hexdigest(), path, offset, min(piece_bytes, size - offset)))
-    return pieces
 
 
 def _discard(files: dict[str, Path]) -> None:

@@ -285,16 +285,19 @@ class Fetch:
 
 @dataclass
 class Assemble:
-    """master→worker: build file `hash` (`length` bytes) from the cached pieces `parts`, in order.
+    """master→worker: build file `hash` from bytes `offset`..`offset + length` of the cached
+    pieces `parts` laid end to end.
 
     A large shared file travels as pieces, each a file of its own (hash-checked
-    on arrival), so several pieces' trees run at once; the whole is hash-checked
-    again as it is built. The worker answers with Stored for `hash`.
+    on arrival), so several pieces' trees run at once; small files travel
+    packed into one piece, each at its offset. The file is hash-checked again
+    as it is built. The worker answers with Stored for `hash`.
     """
 
     hash: str
     length: int
     parts: list[str]
+    offset: int = 0
 
 
 @dataclass
@@ -579,7 +582,7 @@ _FIELDS: dict[type, dict[str, Check]] = {
     StatusRequest: {},
     Fetch: {"hash": _hex64, "length": _file_size, "host": _host, "port": _port,
             "expires": _count, "ticket": _hex64},
-    Assemble: {"hash": _hex64, "length": _file_size, "parts": _hashes},
+    Assemble: {"hash": _hex64, "length": _file_size, "parts": _hashes, "offset": _file_size},
     Stored: {"hash": _hex64, "error": _text},
     PeerRequest: {"hash": _hex64, "worker_id": _count, "expires": _count, "proof": _hex64},
 }
@@ -587,7 +590,7 @@ _FIELDS: dict[type, dict[str, Check]] = {
 _OPTIONAL: dict[type, set[str]] = {Task: {"cores", "wall_time"}, Input: {"cache", "executable"},
                                    Bye: {"reason"}, Drain: {"returned", "reason"},
                                    Hello: {"peer_port", "peer_host"}, Welcome: {"peers"},
-                                   Stored: {"error"}}
+                                   Stored: {"error"}, Assemble: {"offset"}}
 _REQUIRED = {cls: set(checks) - _OPTIONAL.get(cls, set()) for cls, checks in _FIELDS.items()}
 #: The "type" of each message: its class name in snake_case.
 _TYPE = {cls: re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__.lstrip("_")).lower()

@@ -204,6 +204,8 @@ class Worker:
         self.uploads = uploads
         self.pacer = Pacer.from_env()
         self.peer_server: PeerServer | None = None
+        #: Files are rebuilt from their pieces one after another, beside the tasks.
+        self.assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
         self.worker_id = 0
         self.tls = tls
         self.cores = cores
@@ -261,6 +263,7 @@ class Worker:
         finally:
             if self.peer_server is not None:
                 self.peer_server.close()
+            self.assembler.shutdown(cancel_futures=True)
             self.cache.cleanup()
 
     def idle_too_long(self) -> bool:
@@ -411,7 +414,7 @@ class Worker:
             elif isinstance(event, Fetch):
                 threading.Thread(target=self.fetch, args=(event,), daemon=True).start()
             elif isinstance(event, Assemble):
-                threading.Thread(target=self.assemble, args=(event,), daemon=True).start()
+                self.assembler.submit(self.assemble, event)  # one at a time, in order
             elif isinstance(event, Task):
                 self.last_work = time.monotonic()
                 self.start_task(event)
@@ -444,7 +447,8 @@ class Worker:
     def assemble(self, order: Assemble) -> None:
         """Build a file from its pieces; tell the master how it went."""
         self.store(order.hash, "assembling",
-                   lambda: self.cache.assemble(order.hash, order.length, order.parts))
+                   lambda: self.cache.assemble(order.hash, order.length, order.parts,
+                                               order.offset))
 
     def store(self, digest: str, what: str, get: Callable[[], object]) -> None:
         """Get `digest` into the cache unless it is there; answer Stored (with the error)."""

@@ -614,6 +614,8 @@ class WorkQueue:
         wholes = self._shared.keys()
         if planner.done() and all(wholes <= self._peers[w].cached for w in planner.targets()):
             self._distributed.set()
+        else:  # a worker joined since, or lost its copy: not every fed worker holds it
+            self._distributed.clear()
 
     def _begin(self, transfer: Transfer) -> None:
         planner, target = self._planner, self._peers.get(transfer.target)

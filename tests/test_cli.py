@@ -377,3 +377,23 @@ def test_abengine_allpairs_is_the_allpairs_command(two_sets, size_sum):
 def test_help_exits_0():
     result = run_cli("--help")
     assert result.returncode == 0 and "SET_A" in result.stdout
+
+
+def test_memo_on_the_command_line_computes_nothing_twice(tmp_path, marker_script):
+    script, marker = marker_script
+    listing = write_numbered(tmp_path / "set", 4)
+    store = tmp_path / "memo"
+    first = run_cli(listing, listing, script, "--memo", store, "-x", "2", "-y", "2", "-q")
+    assert first.returncode == 0, first.stderr
+    calls = len(marker.read_text().splitlines())
+    assert calls == 16
+    again = run_cli(listing, listing, script, "--memo", store, "-x", "2", "-y", "2", "-q")
+    assert again.returncode == 0
+    assert sorted(again.stdout.splitlines()) == sorted(first.stdout.splitlines())
+    assert len(marker.read_text().splitlines()) == calls  # every block from the memo
+    mapped = run_cli("map", listing, script, "--memo", store, "-q", program=ABENGINE)
+    assert mapped.returncode == 0, mapped.stderr
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    bad = run_cli(listing, listing, script, "--memo", not_a_dir, "-q")
+    assert_usage_error(bad, "memo directory", str(not_a_dir))

@@ -79,7 +79,7 @@ def _run(args) -> int:
             return show_prediction(prediction, plot, args.engine, _title(job, args))
         try:
             job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
-                    progress=not args.quiet)
+                    progress=not args.quiet, memo=args.memo)
         finally:
             if plot and getattr(job, "elapsed", None) is not None:
                 _plot_run(plot, job, engine, args)

@@ -150,6 +150,10 @@ def add_function_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: compute only blocks missing from the .h5 "
                         "output")
+    p.add_argument("--memo", nargs="?", const=True, metavar="DIR",
+                   help="keep each task's result keyed by F and the content of its inputs, and "
+                        "take it from there when a later run asks the same (store: DIR, or "
+                        "$ABENGINE_MEMO_DIR, or ~/.cache/abengine/memo)")
 
 
 def add_timing_options(p: argparse.ArgumentParser, measured: str = "measured") -> None:

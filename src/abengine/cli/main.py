@@ -86,5 +86,5 @@ def _map(args: argparse.Namespace) -> int:
               seconds_per_cell=args.seconds_per_cell, timeout=args.timeout)
     with engine_from(args) as engine:
         job.run(args.output or "-", resume=args.resume, engine=engine, retries=args.retries,
-                progress=not args.quiet)
+                progress=not args.quiet, memo=args.memo)
     return 0

@@ -175,22 +175,17 @@ class Cache:
         path = Path(path)
         digest = sha256_file(path)
         st = path.stat()
-        incoming = self.receive(digest, st.st_size, executable=bool(st.st_mode & 0o111))
-        try:
+        with self.receive(digest, st.st_size, executable=bool(st.st_mode & 0o111)) as incoming:
             with open(path, "rb") as f:
                 while chunk := f.read(CHUNK):
                     incoming.write(chunk)
             incoming.commit()  # re-checks the hash: the file may have changed since
-        except BaseException:
-            incoming.abort()
-            raise
         return digest
 
     def assemble(self, digest: str, size: int, parts: list[str], offset: int = 0) -> Path:
         """Build the file `digest` from bytes offset..offset+size of held pieces laid end to
         end; its size and hash are checked on commit."""
-        incoming = self.receive(digest, size)
-        try:
+        with self.receive(digest, size) as incoming:
             skip, left = offset, size
             for part in parts:
                 with self.reading(part) as f:
@@ -204,9 +199,6 @@ class Cache:
                         incoming.write(chunk)
                         left -= len(chunk)
             return incoming.commit()
-        except BaseException:
-            incoming.abort()
-            raise
 
     def _admit(self, temp: Path, digest: str, size: int, executable: bool) -> Path:
         """Rename a verified temp file into `files/`, read-only, making room first."""
@@ -373,7 +365,11 @@ class Cache:
 
 
 class Incoming:
-    """One file being received: `write` chunks, then `commit` (or `abort` on any failure)."""
+    """One file being received: `write` chunks, then `commit` (or `abort` on any failure).
+
+    As a context, it aborts on leaving unless committed: whatever goes wrong
+    while the bytes arrive, a half or wrong copy never enters the cache.
+    """
 
     def __init__(self, cache: Cache, digest: str, size: int, executable: bool,
                  duplicate: bool) -> None:
@@ -424,6 +420,12 @@ class Incoming:
         except BaseException:
             self._temp.unlink(missing_ok=True)
             raise
+
+    def __enter__(self) -> Incoming:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
     def abort(self) -> None:
         """Throw away what was received; safe to call more than once, or after commit."""

@@ -109,7 +109,7 @@ def stream_into(incoming: Incoming, next_event: Callable[[], object]) -> None:
     Anything but the payload (or any exception) aborts the file: a half or
     wrong copy never enters the cache.
     """
-    try:
+    with incoming:
         while True:
             event = next_event()
             if isinstance(event, Data):
@@ -119,9 +119,6 @@ def stream_into(incoming: Incoming, next_event: Callable[[], object]) -> None:
                 return
             else:
                 raise PeerFailed(f"expected file data, got {type(event).__name__}")
-    except BaseException:
-        incoming.abort()
-        raise
 
 
 class PeerServer:

@@ -206,7 +206,7 @@ class WorkQueue:
         self._parts: dict[str, Part] = {}  # a file that travels in pieces -> how to rebuild it
         self._whole_of: dict[str, set[str]] = {}  # a piece -> the files made of it
         self._distributed = threading.Event()
-        self._rescan_at = 0.0  # tasks wait for shared data: do not look again before this
+        self._rescan_at = 0.0  # tasks wait for distributed files: do not look again before this
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="abengine-master", daemon=True)
         self._thread.start()
@@ -793,9 +793,10 @@ class WorkQueue:
                    if p.worker and not p.closing and not p.draining and p.free > -p.cores]
         if not workers:
             return
-        if self._shared:
-            self._dispatch_near_data(workers)
+        now = time.monotonic()
+        if self._rescan_at and now < self._rescan_at:  # tasks wait for distributed files
             return
+        self._rescan_at = 0.0
         # The worker with the most free cores first: a heap, so a task costs O(log workers).
         heap = [(-w.free, w.id, w) for w in workers]
         heapq.heapify(heap)
@@ -804,53 +805,37 @@ class WorkQueue:
             task = self._tasks.get(self._waiting.popleft())
             if task is None or task.state != WAITING:
                 continue
-            worker = heap[0][2]
-            if worker.free + worker.cores < task.cores:  # fits nowhere now
+            place = self._place(task, heap)
+            if place is None:  # fits nowhere now
                 skipped.append(task.id)
                 if len(skipped) > 1000:
                     break
                 continue
-            heapq.heappop(heap)
+            worker = _take(heap, place)
             self._start(task, worker)
             if worker.free > -worker.cores:
                 heapq.heappush(heap, (-worker.free, worker.id, worker))
         self._waiting.extendleft(reversed(skipped))
+        if skipped and self._shared:  # look again when a file lands, or a little later
+            self._rescan_at = now + DATA_WAIT_RESCAN
         if self.speculate and not self._waiting:
             idle = [w for w in workers if w.free > 0]
             if idle:
                 self._speculate(idle)
 
-    def _dispatch_near_data(self, workers: list[_Peer]) -> None:
-        """Dispatch while files are distributed: each task to the freest worker holding its
-        distributed inputs; tasks no such worker can take wait (looked at again when a file
-        lands, a worker joins or every DATA_WAIT_RESCAN s, not at every wake-up)."""
-        now = time.monotonic()
-        if self._rescan_at and now < self._rescan_at:
-            return
-        self._rescan_at = 0.0
-        skipped: list[int] = []
-        while self._waiting and workers:
-            task = self._tasks.get(self._waiting.popleft())
-            if task is None or task.state != WAITING:
-                continue
-            fits = [w for w in workers if w.free + w.cores >= task.cores
-                    and not self._lacks_shared(task, w)]
-            if not fits:
-                skipped.append(task.id)
-                if len(skipped) > 1000:
-                    break
-                continue
-            worker = max(fits, key=lambda w: w.free)
-            self._start(task, worker)
-            if worker.free <= -worker.cores:
-                workers.remove(worker)
-        self._waiting.extendleft(reversed(skipped))
-        if skipped:
-            self._rescan_at = now + DATA_WAIT_RESCAN
-        elif self.speculate and not self._waiting:
-            idle = [w for w in workers if w.free > 0]
-            if idle:
-                self._speculate(idle)
+    def _place(self, task: Task, heap: list) -> int | None:
+        """Where in `heap` the worker for `task` is, or None if none can take it now.
+
+        The freest worker (the top), unless files are being distributed: then
+        the freest that holds the task's distributed inputs, so a task waits
+        for its data to arrive rather than make the master send it (O(workers)).
+        """
+        if not self._shared:
+            top = heap[0][2]
+            return 0 if top.free + top.cores >= task.cores else None
+        return min((i for i, (_, _, w) in enumerate(heap)
+                    if w.free + w.cores >= task.cores and not self._lacks_shared(task, w)),
+                   key=heap.__getitem__, default=None)
 
     def _start(self, task: Task, worker: _Peer) -> None:
         inputs = []
@@ -1011,6 +996,17 @@ class WorkQueue:
             except (OSError, ValueError, ProtocolError):
                 pass
             self._drop(peer, "closing")
+
+
+def _take(heap: list, i: int) -> _Peer:
+    """Remove entry `i` of the heap (the top, cheaply) and return its worker."""
+    if i == 0:
+        return heapq.heappop(heap)[2]
+    entry = heap[i]
+    heap[i] = heap[-1]
+    heap.pop()
+    heapq.heapify(heap)
+    return entry[2]
 
 
 def _discard(files: dict[str, Path]) -> None:

@@ -46,6 +46,15 @@ from abengine.workqueue.protocol import UPLOAD_LIMIT_ENV
 MB = 1 << 20
 
 
+def wait_for_workers(q: WorkQueue, workers: int, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while q.stats()["workers"] < workers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"# FAILED: only {q.stats()['workers']} of {workers} workers "
+                             "connected")
+        time.sleep(0.05)
+
+
 def spread(paths: list[Path], workers: int, mode: str,
            timeout: float = 300) -> tuple[float, dict]:
     """Seconds until `workers` fresh workers hold `paths`, sent the `mode` way; the master's
@@ -55,11 +64,7 @@ def spread(paths: list[Path], workers: int, mode: str,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL) for _ in range(workers)]
         try:
-            deadline = time.monotonic() + 60
-            while q.stats()["workers"] < workers:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"# FAILED: only {q.stats()['workers']} workers connected")
-                time.sleep(0.05)
+            wait_for_workers(q, workers)
             start = time.perf_counter()
             q.distribute(paths, mode=mode)
             if not q.wait_distributed(timeout):
@@ -81,11 +86,7 @@ def allpairs_run(listing: Path, compare: Path, workers: int, mode: str,
     """Seconds of an All-Pairs of `listing` with itself on `workers` fresh workers, the spread
     the engine chose, and the master's counters. Timed once every worker is connected."""
     with WorkQueueEngine(workers=workers, distribute=mode) as engine:
-        deadline = time.monotonic() + 60
-        while engine.queue.stats()["workers"] < workers:
-            if time.monotonic() > deadline:
-                raise SystemExit("# FAILED: not every worker connected")
-            time.sleep(0.05)
+        wait_for_workers(engine.queue, workers)
         start = time.perf_counter()
         result = abengine.allpairs(str(listing), str(listing), str(compare), engine=engine,
                                    block=(block, block), progress=False)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import ALLPAIRS
 from test_protocol import H1, H2, SECRET, drain
-from test_workqueue import finish_all
+from test_workqueue import finish_all, start_worker, wait_for_workers
 
 import abengine
 from abengine.abstractions.spread import spread_inputs
@@ -335,26 +335,19 @@ def slow_uploads(monkeypatch):
 
 
 def start_workers(q: WorkQueue, n: int, root: Path) -> list[subprocess.Popen]:
+    """n workers, each with its cache under root/w<i> (to look at what they hold)."""
     procs = []
     for i in range(n):
         (root / f"w{i}").mkdir(parents=True, exist_ok=True)
-        procs.append(subprocess.Popen([*q.worker_command(), "--timeout", "30",
-                                       "--workdir", str(root / f"w{i}")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    deadline = time.monotonic() + 20
-    while q.stats()["workers"] < n:
-        assert time.monotonic() < deadline, q.stats()
-        time.sleep(0.05)
+        procs.append(start_worker(q, 1, "--workdir", str(root / f"w{i}")))
+    wait_for_workers(q, n)
     return procs
 
 
 def settled(q: WorkQueue, workers: int) -> list[dict]:
     """The workers, once all `workers` have joined and the spread has reached them (a run
     may end before a worker that joined late got its copy)."""
-    deadline = time.monotonic() + 30
-    while q.stats()["workers"] < workers:
-        assert time.monotonic() < deadline, q.stats()
-        time.sleep(0.05)
+    wait_for_workers(q, workers, within=30)
     assert q.wait_distributed(30), q.stats()
     return q.workers()
 

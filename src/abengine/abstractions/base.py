@@ -275,14 +275,10 @@ class Grid:
             fn, args, gil_free = run_kernel, (f.builtin.name, axes, f.builtin.on_files), True
         return PythonTask(fn=fn, args=args, gil_free=gil_free, inputs=_unique(inputs), tag=key)
 
-    def block_count(self, block: Key) -> int:
-        grid = self.grid(block)
-        return grid[0] * (grid[0] + 1) // 2 if self.symmetric else math.prod(grid)
-
     def shared_inputs(self, block: Key) -> dict[Path, int]:
         """The files the blocks read, with how many blocks read each: an element file is
         read by every block of its row (or column), F and the extra files by all."""
-        tasks = self.block_count(block)
+        tasks = len(self.keys(block))
         uses: dict[Path, int] = {p: tasks for p in self.extra_files}
         if self.function.kind == "executable" and self.function.ship:
             uses[Path(self.function.executable)] = tasks

@@ -294,7 +294,7 @@ class Pipeline:
         uses: dict[Path, int] = {}
         tasks = 0
         for stage in self.stages:
-            tasks += stage.job.block_count(stage.block)
+            tasks += len(stage.job.keys(stage.block))
             for path, n in stage.job.shared_inputs(stage.block).items():
                 uses[path] = uses.get(path, 0) + n
         return uses, tasks

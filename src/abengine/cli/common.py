@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engines import Engine, make_engine
+from ..engines.base import DISTRIBUTE_MODES
 from ..errors import TaskFailures, UsageError
 from ..models.common import Prediction
 from ..models.plot import plot_predictions
@@ -75,7 +76,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="workqueue: speak TLS with this certificate (and key, unless --tls-key); "
                         "workers check it against the same file")
     g.add_argument("--tls-key", metavar="PEM", help="workqueue: the certificate's private key")
-    g.add_argument("--distribute", choices=["auto", "tree", "direct"],
+    g.add_argument("--distribute", choices=DISTRIBUTE_MODES,
                    help="workqueue: spread the shared inputs (the sets, F) to every worker by "
                         "spanning tree before the tasks need them (tree), let the master send "
                         "each worker what its tasks use (direct), or let the model choose "

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from ..graph import Finished, Node, Task, TaskGraph, TaskResult
 
 OnResult = Callable[[Task, TaskResult], None]
+#: How an engine that sends inputs may get the shared ones to its workers (--distribute).
+DISTRIBUTE_MODES = ("auto", "tree", "direct")
 
 
 @dataclass

@@ -39,10 +39,7 @@ from ..workqueue import master as wq
 from ..workqueue.batch import make_batch
 from ..workqueue.batch.base import default_address
 from ..workqueue.batch.pool import WorkerPool, say
-from .base import Engine, OnResult, RunReport
-
-#: How shared inputs reach the workers (the --distribute choices).
-DISTRIBUTE_MODES = ("auto", "tree", "direct")
+from .base import DISTRIBUTE_MODES, Engine, OnResult, RunReport
 
 
 class WorkQueueEngine(Engine):

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable
 from ..workqueue.distribute import PEER_TRANSFER_SECONDS, PIECE_BYTES
 from ..workqueue.pieces import PACK_BELOW
 
-__all__ = ["MIN_FEED_BYTES", "choose_feed", "choose_mode", "direct_bytes", "direct_seconds",
-           "plan", "transfers", "tree_rounds", "tree_seconds"]
+__all__ = ["MIN_FEED_BYTES", "choose_feed", "choose_mode", "direct_bytes", "plan", "transfers",
+           "tree_rounds", "tree_seconds"]
 
 #: Bytes per second no link between a master and its workers reaches (100 Gbit/s).
 FASTEST_LINK = 12.5e9
@@ -58,11 +58,6 @@ def direct_bytes(files: Iterable[tuple[float, int]], tasks: int, hosts: int) -> 
     return total
 
 
-def direct_seconds(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
-                   bandwidth: float) -> float:
-    return direct_bytes(files, tasks, hosts) / bandwidth
-
-
 def transfers(sizes: Iterable[float]) -> int:
     """Peer transfers that carry files of these sizes to one worker: large files go as
     pieces, small ones packed together into pieces (workqueue/pieces.py)."""
@@ -82,8 +77,9 @@ def choose_mode(files: Iterable[tuple[float, int]], tasks: int, hosts: int,
 
     The tree saves the master's link `direct_bytes - ceil(log2(h+1))·D` bytes;
     it costs every worker a fixed overhead per piece it fetches from a peer
-    (PEER_TRANSFER_SECONDS), which only matters on a very fast link. `bandwidth` is asked (it may measure) only when the answer depends on it;
-    unknown, it is taken to be a network's, where the tree wins.
+    (PEER_TRANSFER_SECONDS), which only matters on a very fast link. `bandwidth`
+    is asked (it may measure) only when the answer depends on it; unknown, it is
+    taken to be a network's, where the tree wins.
     """
     files = list(files)
     total = sum(size for size, _ in files)

@@ -184,11 +184,6 @@ class Planner:
         state = self._workers.get(worker)
         return state is not None and digest in state.holds
 
-    def wanting(self, digest: str) -> list[int]:
-        """Fed workers that lack `digest`, in order of id."""
-        return [wid for wid, w in sorted(self._workers.items())
-                if w.target and digest not in w.holds]
-
     def targets(self) -> list[int]:
         """The workers being fed (all of them, unless `feed` caps it)."""
         return [wid for wid, w in self._workers.items() if w.target]

@@ -585,10 +585,11 @@ class WorkQueue:
             # A star: every copy from the master at once. A tree: the master is one holder.
             master_uploads = max(1, len(workers)) if mode == "direct" else 1
             planner = self._planner = Planner(mode, uploads, master_uploads, feed)
-            planner.add_files(self._pieces)
+            planner.add_files(self._pieces)  # before the workers: it notes what each lacks
             for w in workers:
                 self._plan_for(w)
-        planner.add_files(self._pieces)
+        else:
+            planner.add_files(self._pieces)
         self._plan()
 
     def _plan_for(self, worker: _Peer) -> None:

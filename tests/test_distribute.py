@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ALLPAIRS
+from conftest import ABENGINE, ALLPAIRS, assert_usage_error, run_cli, write_numbered
 from test_protocol import H1, H2, SECRET, drain
 from test_workqueue import finish_all, start_worker, wait_for_workers
 
@@ -115,6 +115,19 @@ def test_fetch_assemble_and_stored_need_both_ends_to_offer_peers():
             master.send(fetch)
         with pytest.raises(ValueError):
             worker.send(Stored(hash=H1))
+
+
+def test_a_bad_upload_cap_is_one_line_for_the_master_and_the_worker(tmp_path):
+    listing = write_numbered(tmp_path / "set", 2)
+    env = {**os.environ, UPLOAD_LIMIT_ENV: "fast"}
+    master = run_cli(listing, listing, "cosine", "--engine", "workqueue", "--workers", "1",
+                     env=env)
+    assert_usage_error(master, UPLOAD_LIMIT_ENV, "'fast'")
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    worker = run_cli("worker", "127.0.0.1", "9", "--password-file", secret, env=env,
+                     program=ABENGINE)
+    assert_usage_error(worker, UPLOAD_LIMIT_ENV, "'fast'")
 
 
 def test_the_pacer_keeps_a_process_to_its_rate():

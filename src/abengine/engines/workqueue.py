@@ -75,6 +75,8 @@ class WorkQueueEngine(Engine):
         except OSError as exc:
             what = f"--tls-cert {tls_cert}" if exc.filename else f"cannot listen on port {port}"
             raise UsageError(f"{what}: {exc.strerror}") from None
+        except ValueError as exc:  # the environment's upload cap (a benchmark knob)
+            raise UsageError(str(exc)) from None
         if tls_cert:  # workers trust the master's own certificate (self-signed or not)
             batch_settings.setdefault("tls_ca", str(tls_cert))
         self.python = python

@@ -14,6 +14,11 @@ figure is the anchor's distribution term for whole files, ceil(log2(N+1))·D/B.
     python benchmarks/distribution.py --workers 2,4,8,16       # the table in docs/benchmarks.md
     python benchmarks/distribution.py --workers 8 --shared-files 256   # many small files
     python benchmarks/distribution.py --workers 4,8 --allpairs  # a whole All-Pairs run
+    python benchmarks/distribution.py --plan 250x16,2500x16,1000x64  # the planner's own CPU
+
+`--plan PxN` replays a whole plan of P pieces (4 MiB each) to N workers in
+memory, every transfer finishing in turn, and reports the master's CPU for
+the planning beside the time the model gives those transfers at B.
 
 `--allpairs` times what a user sees instead: an All-Pairs of K files of D/K MB
 against themselves (F compares two files with cmp) on N fresh workers, the
@@ -40,6 +45,7 @@ from _common import median, paired_ratio, print_machine, summary, table
 import abengine
 from abengine.engines.workqueue import WorkQueueEngine
 from abengine.models.distribution import tree_seconds
+from abengine.workqueue.distribute import PIECE_BYTES, Planner
 from abengine.workqueue.master import WorkQueue
 from abengine.workqueue.protocol import UPLOAD_LIMIT_ENV
 
@@ -79,6 +85,23 @@ def spread(paths: list[Path], workers: int, mode: str,
                 p.terminate()
             for p in procs:
                 p.wait(timeout=30)
+
+
+def plan_cpu(pieces: int, workers: int) -> tuple[float, int]:
+    """CPU seconds to plan every transfer of `pieces` pieces to `workers` workers, finishing
+    the oldest running transfer before each planning call; and the calls."""
+    planner = Planner()
+    planner.add_files([f"piece{i}" for i in range(pieces)])
+    for w in range(1, workers + 1):
+        planner.add_worker(w)
+    start, calls = time.process_time(), 0
+    planner.next()
+    while not planner.done():
+        oldest = next(iter(planner.running.values()))
+        planner.stored(oldest.digest, oldest.target)
+        planner.next()
+        calls += 1
+    return time.process_time() - start, calls
 
 
 def allpairs_run(listing: Path, compare: Path, workers: int, mode: str,
@@ -141,6 +164,8 @@ def main() -> int:
     p.add_argument("--shared-files", type=int, default=1,
                    help="D cut into this many files (default: 1); each travels whole when "
                         "smaller than a piece (4 MiB)")
+    p.add_argument("--plan", metavar="PxN,...",
+                   help="time only the planner: P pieces to N workers, in memory")
     p.add_argument("--files", type=int, default=32,
                    help="--allpairs: K, the files D is cut into (default: 32)")
     args = p.parse_args()
@@ -148,6 +173,18 @@ def main() -> int:
     rate = args.rate_mb * MB
     os.environ[UPLOAD_LIMIT_ENV] = str(int(rate))  # the master here, the workers it starts
     print_machine()
+    if args.plan:
+        rows = []
+        for spec in args.plan.split(","):
+            pieces, workers = (int(v) for v in spec.split("x"))
+            cpu, calls = plan_cpu(pieces, workers)
+            model = tree_seconds(pieces * PIECE_BYTES, workers, rate)
+            rows.append([pieces, workers, cpu, calls, cpu / calls * 1e6, model, cpu / model])
+        print(table(["pieces", "workers", "plan_cpu_s", "calls", "us/call",
+                     f"model tree_s at {args.rate_mb:g} MB/s", "plan/model"], rows))
+        print(summary(pieces=rows[-1][0], workers=rows[-1][1], plan_cpu_s=rows[-1][2],
+                      plan_over_model=rows[-1][6]))
+        return 0
     print(f"# D = {args.size_mb} MB, B = {args.rate_mb:g} MB/s per process "
           f"({UPLOAD_LIMIT_ENV}={int(rate)}); D/B = {args.size_mb * MB / rate:.3f} s")
     with tempfile.TemporaryDirectory(prefix="distribution-") as tmp:

@@ -61,8 +61,8 @@ def wait_for_workers(q: WorkQueue, workers: int, within: float = 60) -> None:
         time.sleep(0.05)
 
 
-def spread(paths: list[Path], workers: int, mode: str,
-           timeout: float = 300) -> tuple[float, dict]:
+def spread(paths: list[Path], workers: int, mode: str, timeout: float = 300,
+           piece_bytes: int | None = PIECE_BYTES) -> tuple[float, dict]:
     """Seconds until `workers` fresh workers hold `paths`, sent the `mode` way; the master's
     counters after."""
     with WorkQueue(port=0) as q:
@@ -72,7 +72,7 @@ def spread(paths: list[Path], workers: int, mode: str,
         try:
             wait_for_workers(q, workers)
             start = time.perf_counter()
-            q.distribute(paths, mode=mode)
+            q.distribute(paths, mode=mode, piece_bytes=piece_bytes)
             if not q.wait_distributed(timeout):
                 raise SystemExit(f"# FAILED: {mode} not done in {timeout} s: {q.stats()}")
             elapsed = time.perf_counter() - start
@@ -164,6 +164,8 @@ def main() -> int:
     p.add_argument("--shared-files", type=int, default=1,
                    help="D cut into this many files (default: 1); each travels whole when "
                         "smaller than a piece (4 MiB)")
+    p.add_argument("--whole-files", action="store_true",
+                   help="tree: send each file whole, not in pieces (the model's own case)")
     p.add_argument("--plan", metavar="PxN,...",
                    help="time only the planner: P pieces to N workers, in memory")
     p.add_argument("--files", type=int, default=32,
@@ -205,7 +207,8 @@ def main() -> int:
             stats: dict = {}
             for r in range(args.repeats):
                 for mode in (("direct", "tree") if r % 2 == 0 else ("tree", "direct")):
-                    seconds, counters = spread(data, n, mode)
+                    seconds, counters = spread(data, n, mode, piece_bytes=(
+                        None if args.whole_files else PIECE_BYTES))
                     times[mode].append(seconds)
                     stats = counters if mode == "tree" else stats
             star, tree = median(times["direct"]), median(times["tree"])
